@@ -1,0 +1,78 @@
+"""Stage results cached on disk, keyed by a hash of the parameters that made them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from . import results
+from .config import BabelConfig
+from .paths import stage_cache_dir
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_MODEL = ("model", "dtype")
+_TEXT = ("text_source", "text_dataset", "text_dataset_config", "text_split", "text_column",
+         "text_files", "calib_articles", "heldout_articles", "heldout_fraction", "token_budget", "seq_len")
+_SPLIT = ("model", "n_experts", "split_method", "cluster_matrix", "kmeans_iters", "seed")
+_RECORD = _MODEL + _TEXT + _SPLIT + ("score", "normalize", "selection", "top_fraction")
+
+# The parameters each stage's results depend on; nothing else enters its cache key.
+STAGE_FIELDS: dict[str, tuple[str, ...]] = {
+    "split": _SPLIT,
+    "split_compare": _SPLIT,
+    "record": _RECORD,
+    "analysis": _RECORD + ("languages", "high_freq_threshold", "kl_smoothing", "n_permutations",
+                           "n_bootstrap", "expert_grid"),
+    "tuning": _MODEL + _TEXT + ("tuned_model", "seed"),
+    "pruning": _RECORD + ("languages", "prune_ratios", "prune_layer_mode", "random_seeds",
+                          "dynamic_top_k", "high_freq_threshold"),
+    "eval": _RECORD + ("eval_max_tokens", "mgsm_dir", "mgsm_n", "xcsqa_dataset", "xcsqa_n",
+                       "gen_max_new_tokens"),
+}
+
+
+def stage_params(cfg: BabelConfig, stage: str, **extra: Any) -> dict[str, Any]:
+    """The parameters that key a stage's cache: its config fields plus any extra keys."""
+    if stage not in STAGE_FIELDS:
+        raise ValueError(f"Unknown stage {stage!r}; known stages: {', '.join(STAGE_FIELDS)}.")
+    full = cfg.to_dict()
+    params = {k: full[k] for k in STAGE_FIELDS[stage]}
+    params.update({k: v for k, v in extra.items()})
+    return params
+
+
+def stage_key(cfg: BabelConfig, stage: str, **extra: Any) -> str:
+    """Short hash of a stage's parameters."""
+    blob = json.dumps({"stage": stage, **stage_params(cfg, stage, **extra)}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def stage_dir(cfg: BabelConfig, stage: str, **extra: Any) -> Path:
+    """The cache folder of one stage's results for these parameters."""
+    return stage_cache_dir() / stage / stage_key(cfg, stage, **extra)
+
+
+def cached(cfg: BabelConfig, stage: str, name: str, compute: Callable[[], T], **extra: Any) -> T:
+    """Load result `name` of `stage` if these parameters made it before, else compute and store it.
+
+    The result lands atomically beside a JSON sidecar (`name.meta.json`: the stage's parameters,
+    the full config, package versions and git commit), so a killed run leaves nothing half-written
+    and resumes from the results already stored.
+    """
+    folder = stage_dir(cfg, stage, **extra)
+    meta = folder / f"{name}.meta.json"
+    path = results.find(folder, name)
+    if path is not None and meta.exists():
+        log.info("%s/%s: cached in %s", stage, name, folder)
+        return results.load(folder, name)
+    log.info("%s/%s: computing (cache key %s)", stage, name, folder.name)
+    results.save(folder, name, compute())
+    results.write_json(meta, results.sidecar(cfg.to_dict(), stage=stage,
+                                             params=stage_params(cfg, stage, **extra)))
+    # Return what was stored, so a first run and a cached rerun see exactly the same object.
+    return results.load(folder, name)

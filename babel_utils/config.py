@@ -1,0 +1,206 @@
+"""The run configuration: one frozen dataclass holding every parameter of SPEC.md and its default."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .languages import LANGUAGES, PAPER_LANGUAGES
+
+# Allowed values of the enumerated parameters; validation messages name them.
+CHOICES: dict[str, tuple[Any, ...]] = {
+    "dtype": ("auto", "float32", "bfloat16", "float16"),
+    "text_source": ("udhr", "hf", "files"),
+    "split_method": ("kmeans", "random", "contiguous"),
+    "cluster_matrix": ("up", "gate", "gate+up"),
+    "score": ("abs", "relu", "signed"),
+    "normalize": ("zscore", "none"),
+    "selection": ("cross_layer", "per_layer"),
+    "prune_layer_mode": ("global", "per_layer"),
+}
+
+
+@dataclass(frozen=True)
+class BabelConfig:
+    """Every parameter of a run, with the defaults of SPEC.md."""
+
+    # --- run and model ---
+    run_name: str = "default"
+    model: str = "gemma-3-270m"  # built-in offline name, hub id or local directory
+    tuned_model: str = ""  # instruction-tuned variant for 06 ("" = make one offline)
+    dtype: str = "float32"
+    device: str = "auto"  # "auto" = cuda if present, else cpu
+    device_map: str = ""  # "auto" spreads a model too large for one GPU (accelerate)
+    batch_size: int = 8
+    seq_len: int = 256  # tokens per packed sequence
+
+    # --- text (SPEC 3, issue 2 section 3) ---
+    languages: tuple[str, ...] = PAPER_LANGUAGES
+    text_source: str = "udhr"
+    text_dataset: str = ""  # hub id or local path, for text_source="hf"
+    text_dataset_config: str = ""  # may contain {lang}
+    text_split: str = "train"
+    text_column: str = "text"
+    text_files: Mapping[str, str] = field(default_factory=dict)  # lang -> path, text_source="files"
+    calib_articles: tuple[int, int] = (1, 20)  # UDHR articles for the activation statistics
+    heldout_articles: tuple[int, int] = (21, 30)  # UDHR articles for evaluation
+    heldout_fraction: float = 0.2  # share of a non-UDHR text held out for evaluation
+    token_budget: int = 0  # calibration tokens per language; 0 = the smallest language's count
+
+    # --- experts (SPEC 2, notebook 01) ---
+    n_experts: int = 256
+    split_method: str = "kmeans"
+    cluster_matrix: str = "up"
+    kmeans_iters: int = 20
+    seed: int = 0
+
+    # --- recording (SPEC 3, notebook 02) ---
+    score: str = "abs"
+    normalize: str = "zscore"
+    selection: str = "cross_layer"
+    top_fraction: float = 0.10
+
+    # --- analyses (SPEC 4, notebooks 03-06) ---
+    high_freq_threshold: float = 0.05
+    kl_smoothing: float = 1e-6
+    n_permutations: int = 10000
+    n_bootstrap: int = 200
+    expert_grid: tuple[int, ...] = (64, 128, 256, 512)
+
+    # --- pruning and evaluation (SPEC 5, notebooks 07-08) ---
+    prune_ratios: tuple[float, ...] = (0.10, 0.25, 0.50)
+    prune_layer_mode: str = "global"
+    random_seeds: tuple[int, ...] = (0, 1, 2)
+    dynamic_top_k: int = 0  # experts kept per layer and token; 0 = n_experts * (1 - 0.25)
+    eval_max_tokens: int = 2048  # held-out tokens per language for perplexity
+    mgsm_dir: str = ""  # "" = paths.mgsm_dir(); a hub id loads the Hugging Face form
+    mgsm_n: int = 16  # problems per language
+    xcsqa_dataset: str = ""  # "" = skip; "INK-USC/xcsr" or a local folder in its schema
+    xcsqa_n: int = 50
+    gen_max_new_tokens: int = 48
+
+    def __post_init__(self) -> None:
+        _coerce_sequences(self)
+        validate(self)
+
+    def replace(self, **changes: Any) -> "BabelConfig":
+        """A copy with some parameters changed (validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict of every parameter."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+def _coerce_sequences(cfg: BabelConfig) -> None:
+    """YAML and papermill give lists; the frozen config keeps tuples and plain dicts."""
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, list):
+            object.__setattr__(cfg, f.name, tuple(value))
+        elif f.name == "text_files":
+            object.__setattr__(cfg, f.name, dict(value or {}))
+
+
+def _fail(key: str, value: Any, allowed: str) -> None:
+    raise ValueError(f"Config key {key!r} has the bad value {value!r}; allowed: {allowed}.")
+
+
+def validate(cfg: BabelConfig) -> None:
+    """Check every parameter; the error names the key and the allowed values."""
+    for key, allowed in CHOICES.items():
+        if getattr(cfg, key) not in allowed:
+            _fail(key, getattr(cfg, key), ", ".join(map(str, allowed)))
+    if not cfg.languages:
+        _fail("languages", cfg.languages, "a non-empty list of codes from " + ", ".join(LANGUAGES))
+    unknown = [lang for lang in cfg.languages if lang not in LANGUAGES]
+    if unknown:
+        raise ValueError(f"Config key 'languages' names unknown language(s) {unknown}. "
+                         f"Known languages: {', '.join(LANGUAGES)} (add one in babel_utils/languages.py).")
+    if len(set(cfg.languages)) != len(cfg.languages):
+        _fail("languages", cfg.languages, "each language once")
+    positive = ["n_experts", "kmeans_iters", "batch_size", "seq_len", "n_permutations",
+                "n_bootstrap", "eval_max_tokens", "gen_max_new_tokens"]
+    for key in positive:
+        if not isinstance(getattr(cfg, key), int) or getattr(cfg, key) < 1:
+            _fail(key, getattr(cfg, key), "an integer >= 1")
+    for key in ["token_budget", "dynamic_top_k", "mgsm_n", "xcsqa_n", "seed"]:
+        if not isinstance(getattr(cfg, key), int) or getattr(cfg, key) < 0:
+            _fail(key, getattr(cfg, key), "an integer >= 0")
+    if not 0.0 < cfg.top_fraction <= 1.0:
+        _fail("top_fraction", cfg.top_fraction, "a number in (0, 1]")
+    if not 0.0 < cfg.high_freq_threshold <= 1.0:
+        _fail("high_freq_threshold", cfg.high_freq_threshold, "a number in (0, 1]")
+    if not 0.0 < cfg.heldout_fraction < 1.0:
+        _fail("heldout_fraction", cfg.heldout_fraction, "a number in (0, 1)")
+    for ratio in cfg.prune_ratios:
+        if not 0.0 <= ratio < 1.0:
+            _fail("prune_ratios", ratio, "ratios in [0, 1)")
+    for key in ["calib_articles", "heldout_articles"]:
+        lo, hi = getattr(cfg, key)
+        if not 1 <= lo <= hi <= 30:
+            _fail(key, (lo, hi), "[first, last] article numbers within 1..30")
+    if cfg.text_source == "udhr":
+        (c0, c1), (h0, h1) = cfg.calib_articles, cfg.heldout_articles
+        if not (c1 < h0 or h1 < c0):
+            _fail("heldout_articles", cfg.heldout_articles,
+                  f"a range that does not overlap calib_articles {cfg.calib_articles}")
+    if cfg.text_source == "hf" and not cfg.text_dataset:
+        _fail("text_dataset", cfg.text_dataset, "a dataset id or local path when text_source is 'hf'")
+    if cfg.text_source == "files":
+        missing = [lang for lang in cfg.languages if lang not in cfg.text_files]
+        if missing:
+            _fail("text_files", dict(cfg.text_files), f"a path for every language; missing {missing}")
+
+
+FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(BabelConfig))
+
+
+def _check_keys(keys: Any, origin: str) -> None:
+    unknown = sorted(set(keys) - set(FIELD_NAMES))
+    if unknown:
+        raise ValueError(f"Unknown config key(s) {unknown} in {origin}. "
+                         f"Known keys: {', '.join(FIELD_NAMES)}.")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse one `key=value` override; the value is read as YAML (numbers, lists, strings)."""
+    if "=" not in text:
+        raise ValueError(f"Override {text!r} is not of the form key=value (e.g. n_experts=128).")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw)
+
+
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | list[str] = ()) -> BabelConfig:
+    """Load a YAML config (or the defaults), apply overrides, validate."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"Config file {path} does not exist; see configs/ for examples.")
+        values = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"Config file {path} must hold a mapping of key: value.")
+        _check_keys(values, str(path))
+    if not isinstance(overrides, Mapping):
+        overrides = dict(parse_override(o) for o in overrides)
+    _check_keys(overrides, "the overrides")
+    values.update(overrides)
+    return BabelConfig(**values)
+
+
+def from_namespace(namespace: Mapping[str, Any]) -> BabelConfig:
+    """Build the config from a notebook's parameters: every config key defined in `namespace`."""
+    return BabelConfig(**{k: namespace[k] for k in FIELD_NAMES if k in namespace})
+
+
+def save_config(cfg: BabelConfig, path: str | Path) -> None:
+    """Write the full config as YAML (atomically)."""
+    from .results import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True))

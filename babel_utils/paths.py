@@ -1,0 +1,51 @@
+"""Every path the project reads or writes, in one place."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent
+RESOURCES_DIR = PACKAGE_DIR / "resources"
+UDHR_DIR = RESOURCES_DIR / "udhr"
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+CONFIGS_DIR = REPO_ROOT / "configs"
+FIGURES_DIR = REPO_ROOT / "figures"
+RUNS_DIR = REPO_ROOT / "runs"
+
+
+def cache_dir() -> Path:
+    """Root of the stage and model caches; `BABEL_CACHE` moves it."""
+    return Path(os.environ.get("BABEL_CACHE", REPO_ROOT / ".cache" / "babel")).expanduser()
+
+
+def model_cache_dir() -> Path:
+    """Where dequantized GGUF models are kept; `BABEL_MODEL_CACHE` moves it."""
+    default = cache_dir() / "models"
+    return Path(os.environ.get("BABEL_MODEL_CACHE", default)).expanduser()
+
+
+def stage_cache_dir() -> Path:
+    """Where stage results are cached by parameter hash."""
+    return cache_dir() / "stages"
+
+
+def mgsm_dir() -> Path:
+    """Default MGSM TSV folder: `BABEL_MGSM_DIR`, else `../shared/data/mgsm` beside the checkout."""
+    return Path(os.environ.get("BABEL_MGSM_DIR", REPO_ROOT.parent / "shared" / "data" / "mgsm"))
+
+
+def run_dir(run_name: str) -> Path:
+    """The folder of one run: executed notebooks, `results/` and `figures/`."""
+    return RUNS_DIR / run_name
+
+
+def results_dir(run: Path) -> Path:
+    """Result tables of a run."""
+    return Path(run) / "results"
+
+
+def run_figures_dir(run: Path) -> Path:
+    """Figures of a run."""
+    return Path(run) / "figures"

@@ -19,7 +19,8 @@ _MODEL = ("model", "dtype")
 _TEXT = ("text_source", "text_dataset", "text_dataset_config", "text_split", "text_column",
          "text_files", "calib_articles", "heldout_articles", "heldout_fraction", "token_budget", "seq_len")
 _SPLIT = ("model", "n_experts", "split_method", "cluster_matrix", "kmeans_iters", "seed")
-_RECORD = _MODEL + _TEXT + _SPLIT + ("score", "normalize", "selection", "top_fraction")
+_RECORD = _MODEL + _TEXT + _SPLIT + ("score", "normalize", "selection", "top_fraction",
+                                      "bootstrap_block")
 
 # The parameters each stage's results depend on; nothing else enters its cache key.
 STAGE_FIELDS: dict[str, tuple[str, ...]] = {
@@ -28,7 +29,8 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "record": _RECORD,
     "analysis": _RECORD + ("languages", "high_freq_threshold", "kl_smoothing", "n_permutations",
                            "n_bootstrap", "expert_grid"),
-    "tuning": _MODEL + _TEXT + ("tuned_model", "seed"),
+    "tuning": _MODEL + _TEXT + ("tuned_model", "seed", "languages", "tuning_steps", "tuning_lr",
+                                "tuning_batch", "tuning_max_tokens", "tuning_params"),
     "pruning": _RECORD + ("languages", "prune_ratios", "prune_layer_mode", "random_seeds",
                           "dynamic_top_k", "high_freq_threshold"),
     "eval": _RECORD + ("eval_max_tokens", "mgsm_dir", "mgsm_n", "xcsqa_dataset", "xcsqa_n",
@@ -57,22 +59,24 @@ def stage_dir(cfg: BabelConfig, stage: str, **extra: Any) -> Path:
     return stage_cache_dir() / stage / stage_key(cfg, stage, **extra)
 
 
-def cached(cfg: BabelConfig, stage: str, name: str, compute: Callable[[], T], **extra: Any) -> T:
-    """Load result `name` of `stage` if these parameters made it before, else compute and store it.
+def cached(cfg: BabelConfig, stage: str, compute: Callable[[], dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    """Load a stage's named results if these parameters made them before, else compute and store them.
 
-    The result lands atomically beside a JSON sidecar (`name.meta.json`: the stage's parameters,
-    the full config, package versions and git commit), so a killed run leaves nothing half-written
-    and resumes from the results already stored.
+    `compute` returns {name: table | array | JSON-able}. Each result lands atomically, and the JSON
+    sidecar (`meta.json`: the stage's parameters, the full config, package versions, git commit) is
+    written last, so only a complete stage counts as cached and a killed run recomputes just that stage.
     """
     folder = stage_dir(cfg, stage, **extra)
-    meta = folder / f"{name}.meta.json"
-    path = results.find(folder, name)
-    if path is not None and meta.exists():
-        log.info("%s/%s: cached in %s", stage, name, folder)
-        return results.load(folder, name)
-    log.info("%s/%s: computing (cache key %s)", stage, name, folder.name)
-    results.save(folder, name, compute())
-    results.write_json(meta, results.sidecar(cfg.to_dict(), stage=stage,
-                                             params=stage_params(cfg, stage, **extra)))
-    # Return what was stored, so a first run and a cached rerun see exactly the same object.
-    return results.load(folder, name)
+    meta = folder / "meta.json"
+    if meta.exists():
+        log.info("%s: cached in %s", stage, folder)
+    else:
+        log.info("%s: computing (cache key %s)", stage, folder.name)
+        values = compute()
+        for name, value in values.items():
+            results.save(folder, name, value)
+        results.write_json(meta, results.sidecar(cfg.to_dict(), stage=stage, names=sorted(values),
+                                                 params=stage_params(cfg, stage, **extra)))
+    # Always return what was stored, so a first run and a cached rerun see exactly the same objects.
+    names = results.read_json(meta)["names"]
+    return {name: results.load(folder, name) for name in names}

@@ -64,6 +64,7 @@ class BabelConfig:
     normalize: str = "zscore"
     selection: str = "cross_layer"
     top_fraction: float = 0.10
+    bootstrap_block: int = 32  # tokens per block of the per-block counts used for bootstraps; 0 = none
 
     # --- analyses (SPEC 4, notebooks 03-06) ---
     high_freq_threshold: float = 0.05
@@ -71,6 +72,12 @@ class BabelConfig:
     n_permutations: int = 10000
     n_bootstrap: int = 200
     expert_grid: tuple[int, ...] = (64, 128, 256, 512)
+    # offline instruction tuning of 06 when tuned_model is "" (babel_utils/tuning.py)
+    tuning_steps: int = 30  # AdamW steps
+    tuning_lr: float = 5e-5
+    tuning_batch: int = 8  # instructions per step
+    tuning_max_tokens: int = 128  # tokens per instruction (prompt + target)
+    tuning_params: str = "layers"  # layers (every decoder-layer weight) | mlp | attention
 
     # --- pruning and evaluation (SPEC 5, notebooks 07-08) ---
     prune_ratios: tuple[float, ...] = (0.10, 0.25, 0.50)
@@ -129,7 +136,7 @@ def validate(cfg: BabelConfig) -> None:
     for key in positive:
         if not isinstance(getattr(cfg, key), int) or getattr(cfg, key) < 1:
             _fail(key, getattr(cfg, key), "an integer >= 1")
-    for key in ["token_budget", "dynamic_top_k", "mgsm_n", "xcsqa_n", "seed"]:
+    for key in ["token_budget", "dynamic_top_k", "mgsm_n", "xcsqa_n", "seed", "bootstrap_block"]:
         if not isinstance(getattr(cfg, key), int) or getattr(cfg, key) < 0:
             _fail(key, getattr(cfg, key), "an integer >= 0")
     if not 0.0 < cfg.top_fraction <= 1.0:

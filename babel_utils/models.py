@@ -11,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .adapters import get_adapter
 from .paths import model_cache_dir
@@ -152,6 +152,26 @@ def tiny_model(name: str, seed: int = 0) -> PreTrainedModel:
     raise ValueError(f"Unknown tiny model {name!r}; tiny models: {', '.join(TINY_MODELS)}.")
 
 
+def check_model_name(name: str) -> None:
+    """Fail early on a name that is neither built-in, tiny, a local folder nor a hub id (org/name)."""
+    if name in BUILTIN_MODELS or name in TINY_MODELS or Path(name).exists() or "/" in name:
+        return
+    known = ", ".join([*BUILTIN_MODELS, *TINY_MODELS])
+    raise ValueError(f"Unknown model {name!r}: give a Hugging Face id (org/name), a local "
+                     f"folder, or one of the built-in models: {known}.")
+
+
+def ffn_width(name: str) -> int:
+    """The FFN width d_ff of a model, read from its config without loading the weights."""
+    check_model_name(name)
+    if name in TINY_MODELS:
+        return tiny_model(name).config.intermediate_size
+    source = str(dequantized_path(name)) if name in BUILTIN_MODELS else name
+    config = AutoConfig.from_pretrained(source)
+    config = getattr(config, "text_config", config)
+    return int(config.intermediate_size)
+
+
 def load_model(name: str, dtype: str = "float32", device: str = "auto", device_map: str = "",
                seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a model and its tokenizer by built-in name, tiny name, hub id or local folder."""
@@ -160,11 +180,8 @@ def load_model(name: str, dtype: str = "float32", device: str = "auto", device_m
     if name in TINY_MODELS:
         model, tokenizer = tiny_model(name, seed).to(torch_dtype), byte_tokenizer()
     else:
+        check_model_name(name)
         source = str(dequantized_path(name)) if name in BUILTIN_MODELS else name
-        if not name in BUILTIN_MODELS and not Path(name).exists() and "/" not in name:
-            known = ", ".join([*BUILTIN_MODELS, *TINY_MODELS])
-            raise ValueError(f"Unknown model {name!r}: give a Hugging Face id (org/name), a local "
-                             f"folder, or one of the built-in models: {known}.")
         kwargs = {"device_map": device_map} if device_map else {}
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)

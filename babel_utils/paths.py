@@ -15,6 +15,16 @@ FIGURES_DIR = REPO_ROOT / "figures"
 RUNS_DIR = REPO_ROOT / "runs"
 
 
+def runs_dir() -> Path:
+    """Where run folders go; `BABEL_RUNS_DIR` moves it (tests use a temporary folder)."""
+    return Path(os.environ.get("BABEL_RUNS_DIR", RUNS_DIR)).expanduser()
+
+
+def figures_dir(run_name: str) -> Path:
+    """The repository's copy of a run's figures: `figures/<run_name>/`; `BABEL_FIGURES_DIR` moves it."""
+    return Path(os.environ.get("BABEL_FIGURES_DIR", FIGURES_DIR)).expanduser() / run_name
+
+
 def cache_dir() -> Path:
     """Root of the stage and model caches; `BABEL_CACHE` moves it."""
     return Path(os.environ.get("BABEL_CACHE", REPO_ROOT / ".cache" / "babel")).expanduser()
@@ -38,7 +48,7 @@ def mgsm_dir() -> Path:
 
 def run_dir(run_name: str) -> Path:
     """The folder of one run: executed notebooks, `results/` and `figures/`."""
-    return RUNS_DIR / run_name
+    return runs_dir() / run_name
 
 
 def results_dir(run: Path) -> Path:

@@ -20,7 +20,7 @@ from .paths import REPO_ROOT
 SUFFIXES = {"table": ".parquet", "array": ".npy", "json": ".json"}
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Write through a temp file in the same folder, then rename: no half-written file survives."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -36,7 +36,7 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write a text file atomically."""
-    _atomic(path, lambda p: p.write_text(text, encoding="utf-8"))
+    atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -51,7 +51,7 @@ def read_json(path: Path) -> Any:
 
 def write_table(path: Path, df: pd.DataFrame) -> None:
     """Write a DataFrame as parquet atomically."""
-    _atomic(path, lambda p: df.to_parquet(p, index=False))
+    atomic_write(path, lambda p: df.to_parquet(p, index=False))
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -64,7 +64,7 @@ def write_array(path: Path, array: np.ndarray) -> None:
     def _save(p: Path) -> None:
         with open(p, "wb") as fh:
             np.save(fh, np.asarray(array))
-    _atomic(path, _save)
+    atomic_write(path, _save)
 
 
 def read_array(path: Path) -> np.ndarray:

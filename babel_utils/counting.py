@@ -1,0 +1,158 @@
+"""Counting expert activations (SPEC section 3): score, normalise, select, count. No activations are kept."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from .progress import tqdm
+
+from .adapters import body, down_projs, model_device
+from .hooks import ffn_input_hooks
+
+
+@dataclass
+class LanguageCounts:
+    """Counts of one language: how often each (layer, expert) was selected, over how many tokens."""
+
+    counts: np.ndarray  # int64 [L, E]
+    n_tokens: int
+    block_counts: np.ndarray  # int32 [n_blocks, L, E]: counts per block of consecutive tokens (bootstrap)
+    block_tokens: np.ndarray  # int64 [n_blocks]
+
+
+def n_selected(n_layers: int, n_experts: int, top_fraction: float, selection: str) -> int:
+    """Experts selected per token: ceil(top_fraction * L * E) across layers, or per layer."""
+    pool = n_layers * n_experts if selection == "cross_layer" else n_experts
+    # round() first: 0.1 * 2560 is 256.00000000000003 in floating point, whose ceil would be 257.
+    return math.ceil(round(top_fraction * pool, 9))
+
+
+def expert_scores(h: torch.Tensor, perm: torch.Tensor, n_experts: int, score: str) -> torch.Tensor:
+    """Per-expert scores [..., E] of FFN activations h [..., d_ff]; `perm` groups neurons by expert."""
+    grouped = h.index_select(-1, perm).unflatten(-1, (n_experts, -1))  # a fresh copy: safe in place
+    if score == "abs":
+        grouped.abs_()
+    elif score == "relu":
+        grouped.clamp_(min=0)
+    return grouped.sum(-1, dtype=torch.promote_types(h.dtype, torch.float32))
+
+
+def zscore(scores: torch.Tensor) -> torch.Tensor:
+    """Standardise scores across the experts of a layer (last dim), per token."""
+    mean = scores.mean(-1, keepdim=True)
+    std = scores.std(-1, correction=0, keepdim=True)
+    return (scores - mean) / std.clamp(min=1e-12)
+
+
+def select(scores: torch.Tensor, k: int, selection: str) -> torch.Tensor:
+    """Flat (layer * E + expert) indices of the selected experts, [N, k] or [N, L * k]."""
+    n, n_layers, n_experts = scores.shape
+    if selection == "cross_layer":
+        return scores.reshape(n, -1).topk(k, dim=-1).indices
+    per_layer = scores.topk(k, dim=-1).indices  # [N, L, k]
+    offsets = torch.arange(n_layers, device=scores.device).view(1, -1, 1) * n_experts
+    return (per_layer + offsets).reshape(n, -1)
+
+
+class ExpertCounter:
+    """Counts selected experts token by token, with hooks on every layer's down_proj.
+
+    Memory does not grow with the number of tokens: per batch it holds one [tokens, L, E] score
+    buffer; across batches only int64 counters (and the per-block counts used for bootstraps).
+    """
+
+    def __init__(self, model: nn.Module, labels: np.ndarray, n_experts: int, score: str = "abs",
+                 normalize: str = "zscore", selection: str = "cross_layer", top_fraction: float = 0.10,
+                 block: int = 32) -> None:
+        self.model = model
+        self.n_layers, self.d_ff = labels.shape
+        self.n_experts = n_experts
+        self.score, self.normalize, self.selection, self.block = score, normalize, selection, block
+        self.k = n_selected(self.n_layers, n_experts, top_fraction, selection)
+        self.device = model_device(model)
+        downs = down_projs(model)
+        # Neurons of expert e sit at perm[e*m:(e+1)*m]; each layer's perm lives on its layer's device.
+        self.perms = [torch.as_tensor(np.argsort(labels[i], kind="stable")).to(downs[i].weight.device)
+                      for i in range(self.n_layers)]
+        self.counts = torch.zeros(self.n_layers * n_experts, dtype=torch.int64, device=self.device)
+        self.n_tokens = 0
+        self.blocks: list[torch.Tensor] = []
+        self.block_tokens: list[int] = []
+        self._mask: torch.Tensor | None = None
+        self._scores: list[torch.Tensor | None] = [None] * self.n_layers
+
+    def _hook(self, layer: int, h: torch.Tensor) -> None:
+        s = expert_scores(h.reshape(-1, h.shape[-1]), self.perms[layer], self.n_experts, self.score)
+        s = s[self._mask.to(s.device)]  # mask the small score matrix, not the wide activations
+        if self.normalize == "zscore":
+            s = zscore(s)
+        self._scores[layer] = s.to(self.device, non_blocking=True)
+
+    @torch.inference_mode()
+    def add_batch(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, count_mask: torch.Tensor) -> None:
+        """Run one batch through the model body (prefill, no LM head) and count its selected experts."""
+        self._mask = count_mask.reshape(-1).to(self.device)
+        with ffn_input_hooks(self.model, self._hook):
+            body(self.model)(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
+                             use_cache=False)
+        scores = torch.stack(self._scores, dim=1)  # [N, L, E]
+        self._scores = [None] * self.n_layers
+        chosen = select(scores, self.k, self.selection)
+        self.counts += torch.bincount(chosen.reshape(-1), minlength=self.counts.numel())
+        self._add_blocks(chosen)
+        self.n_tokens += chosen.shape[0]
+
+    def _add_blocks(self, chosen: torch.Tensor) -> None:
+        """Per-block counts over consecutive counted tokens (blocks continue across batches)."""
+        if self.block <= 0:
+            return
+        n, size = chosen.shape[0], self.counts.numel()
+        start = self.n_tokens
+        block_of = (torch.arange(start, start + n, device=chosen.device) // self.block)
+        first = start // self.block
+        n_blocks = int(block_of[-1]) - first + 1 if n else 0
+        flat = (block_of - first).unsqueeze(1) * size + chosen
+        per_block = torch.bincount(flat.reshape(-1), minlength=n_blocks * size).view(n_blocks, size)
+        tokens = torch.bincount(block_of - first, minlength=n_blocks).cpu().tolist()
+        if self.blocks and start % self.block:  # the first block continues the last one
+            self.blocks[-1] = self.blocks[-1] + per_block[0].to(torch.int32).cpu()
+            self.block_tokens[-1] += tokens[0]
+            per_block, tokens = per_block[1:], tokens[1:]
+        self.blocks += list(per_block.to(torch.int32).cpu())
+        self.block_tokens += tokens
+
+    def result(self) -> LanguageCounts:
+        """The counts so far, on the CPU."""
+        shape = (self.n_layers, self.n_experts)
+        blocks = (torch.stack(self.blocks).view(-1, *shape).numpy() if self.blocks
+                  else np.zeros((0, *shape), dtype=np.int32))
+        return LanguageCounts(counts=self.counts.view(shape).cpu().numpy(), n_tokens=self.n_tokens,
+                              block_counts=blocks, block_tokens=np.asarray(self.block_tokens, dtype=np.int64))
+
+
+def record_counts(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  count_mask: torch.Tensor, labels: np.ndarray, n_experts: int, batch_size: int = 8,
+                  desc: str = "record", **options) -> LanguageCounts:
+    """Count selected experts over packed sequences, batch by batch, with a progress bar."""
+    counter = ExpertCounter(model, labels, n_experts, **options)
+    for start in tqdm(range(0, input_ids.shape[0], batch_size), desc=desc, unit="batch"):
+        rows = slice(start, start + batch_size)
+        counter.add_batch(input_ids[rows], attention_mask[rows], count_mask[rows])
+    return counter.result()
+
+
+def frequency_table(counts: dict[str, LanguageCounts]) -> pd.DataFrame:
+    """Tidy table (language, layer, expert, count, n_tokens); frequency = count / n_tokens."""
+    frames = []
+    for lang, c in counts.items():
+        n_layers, n_experts = c.counts.shape
+        layer, expert = np.meshgrid(np.arange(n_layers), np.arange(n_experts), indexing="ij")
+        frames.append(pd.DataFrame({"language": lang, "layer": layer.ravel(), "expert": expert.ravel(),
+                                    "count": c.counts.ravel().astype(np.int64),
+                                    "n_tokens": np.int64(c.n_tokens)}))
+    return pd.concat(frames, ignore_index=True)

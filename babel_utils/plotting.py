@@ -1,0 +1,513 @@
+"""Figures of notebooks 03-06: one style, one imshow+colorbar helper, atomic saving (PNG and PDF).
+
+Every plot function returns a pyplot Figure with labelled axes; nothing is closed, so the
+notebook's inline backend displays it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from scipy.cluster import hierarchy
+
+from . import paths
+from .languages import LANGUAGES
+from .results import atomic_write
+from .similarity import METRIC_LABELS, PermutationResult
+
+log = logging.getLogger(__name__)
+
+FREQ_LABEL = "activation frequency (share of tokens)"
+DIFF_LABEL = "change in activation frequency (share of tokens)"
+DPI = 150
+
+
+def set_style() -> None:
+    """The one plotting style of the project."""
+    sns.set_theme(context="notebook", style="ticks", palette="colorblind")
+    plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": DPI, "savefig.bbox": "tight",
+                         "axes.titlesize": "medium", "image.interpolation": "nearest"})
+
+
+def language_name(code: str) -> str:
+    """The language's name from babel_utils.languages, or the code itself."""
+    return LANGUAGES[code].name if code in LANGUAGES else str(code)
+
+
+# No creation dates in the files: a rerun writes the same bytes.
+_METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Producer": None}}
+
+
+def save_figure(fig: Figure, name: str, run_dir: str | Path | None = None) -> None:
+    """Save `fig` as PNG (dpi 150) and PDF, atomically, into <run_dir>/figures/ and the repo's figures/.
+
+    The repository copy goes to `paths.figures_dir(<run name>)` (figures/<run name>/, or figures/
+    without a run). Returns nothing, so a notebook cell ending with it shows only the figure.
+    """
+    stem = re.sub(r"\.(png|pdf)$", "", name)
+    run_name = Path(run_dir).name if run_dir is not None else ""
+    folders = [paths.figures_dir(run_name)] + ([paths.run_figures_dir(Path(run_dir))] if run_dir is not None else [])
+    written = []
+    for folder in folders:
+        for fmt in ("png", "pdf"):
+            path = Path(folder) / f"{stem}.{fmt}"
+            atomic_write(path, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=DPI, bbox_inches="tight",
+                                                          metadata=_METADATA[fmt]))
+            written.append(path)
+    log.info("Saved figure %s to %s", stem, ", ".join(str(f) for f in written))
+
+
+def _imshow(ax, data: np.ndarray, *, vmin: float, vmax: float, cmap: str, xlabel: str, ylabel: str,
+            title: str = "", cbar_label: str | None = None):
+    """imshow with auto aspect, few integer ticks, labels, and (optionally) a labelled colour bar."""
+    im = ax.imshow(data, aspect="auto", interpolation="nearest", origin="lower", vmin=vmin, vmax=vmax, cmap=cmap)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.xaxis.set_major_locator(MaxNLocator(5, integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(6, integer=True))
+    if cbar_label is not None:
+        ax.figure.colorbar(im, ax=ax, shrink=0.9).set_label(cbar_label)
+    return im
+
+
+def order_by_mean_frequency(F: np.ndarray) -> np.ndarray:
+    """[L, E] expert indices per layer, sorted by mean frequency across languages (descending)."""
+    return np.argsort(-np.asarray(F).mean(axis=0), axis=-1, kind="stable")
+
+
+def _grid(F: np.ndarray, languages: Sequence[str], title: str, *, cmap: str, vmin: float, vmax: float,
+          cbar_label: str, order: np.ndarray | None = None) -> Figure:
+    """One layer x expert panel per language with one shared colour scale and colour bar."""
+    F = np.asarray(F, dtype=np.float64)
+    if F.ndim != 3 or F.shape[0] != len(languages):
+        raise ValueError(f"Expected frequencies [n_languages={len(languages)}, layers, experts]; got {F.shape}.")
+    xlabel = "expert"
+    if order is not None:
+        F = np.take_along_axis(F, np.asarray(order)[None], axis=2)
+        xlabel = "expert rank (by mean frequency)"
+    ncols = min(3, len(languages))
+    nrows = math.ceil(len(languages) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols + 1.2, 3.0 * nrows + 1.2),
+                             squeeze=False, sharex=True, sharey=True, constrained_layout=True)
+    for ax, f, lang in zip(axes.flat, F, languages):
+        im = _imshow(ax, f, vmin=vmin, vmax=vmax, cmap=cmap, xlabel="", ylabel="", title=language_name(lang))
+    for ax in axes.flat[len(languages):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel(xlabel)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("layer")
+    fig.colorbar(im, ax=axes, shrink=0.9).set_label(cbar_label)
+    fig.suptitle(title)
+    return fig
+
+
+def heatmap_grid(F: np.ndarray, languages: Sequence[str], title: str, order: np.ndarray | None = None) -> Figure:
+    """Frequency heatmaps (layers x experts), one per language, on one colour scale from 0."""
+    vmax = float(np.max(F)) or 1.0
+    return _grid(F, languages, title, cmap="viridis", vmin=0.0, vmax=vmax, cbar_label=FREQ_LABEL, order=order)
+
+
+def heatmap_single(f: np.ndarray, language: str, title: str | None = None, order: np.ndarray | None = None,
+                   vmax: float | None = None) -> Figure:
+    """Frequency heatmap (layers x experts) of one language."""
+    f = np.asarray(f, dtype=np.float64)
+    if order is not None:
+        f = np.take_along_axis(f, np.asarray(order), axis=1)
+    fig, ax = plt.subplots(figsize=(6.5, 4.0), constrained_layout=True)
+    _imshow(ax, f, vmin=0.0, vmax=vmax or float(f.max()) or 1.0, cmap="viridis",
+            xlabel="expert rank (by mean frequency)" if order is not None else "expert", ylabel="layer",
+            title=title or language_name(language), cbar_label=FREQ_LABEL)
+    return fig
+
+
+def diff_heatmap(D: np.ndarray, languages: Sequence[str],
+                 title: str = "Instruction tuning: f_tuned − f_base") -> Figure:
+    """Heatmaps of frequency changes on a diverging colour map centred at 0."""
+    m = float(np.max(np.abs(D))) or 1.0
+    return _grid(D, languages, title, cmap="RdBu_r", vmin=-m, vmax=m, cbar_label=DIFF_LABEL)
+
+
+def _language_lines(ax, df: pd.DataFrame, y: str, **kwargs) -> None:
+    """One line per language of a tidy frame (language, layer, y), in the frame's language order."""
+    for i, (lang, part) in enumerate(df.groupby("language", sort=False)):
+        part = part.sort_values("layer")
+        ax.plot(part["layer"], part[y], color=f"C{i % 10}", label=language_name(lang), **kwargs)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _outside_legend(fig: Figure, ax) -> None:
+    """The axes' legend entries once, to the right of the figure."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", frameon=False, fontsize="small")
+
+
+def layer_distribution(F: np.ndarray, languages: Sequence[str]) -> Figure:
+    """Per layer and language, the mean frequency over experts (solid) and its 90th percentile (dashed)."""
+    F = np.asarray(F, dtype=np.float64)
+    layers = np.arange(F.shape[1])
+    tidy = pd.DataFrame([(lang, layer, f[layer].mean(), np.percentile(f[layer], 90))
+                         for f, lang in zip(F, languages) for layer in layers],
+                        columns=["language", "layer", "mean", "p90"])
+    fig, ax = plt.subplots(figsize=(8.0, 4.0), constrained_layout=True)
+    _language_lines(ax, tidy, "mean", marker=".")
+    _outside_legend(fig, ax)
+    _language_lines(ax, tidy, "p90", ls="--", lw=0.8)
+    ax.set(xlabel="layer", ylabel=FREQ_LABEL, ylim=(0, None),
+           title="Frequency per layer: mean (solid) and 90th percentile (dashed) of experts")
+    return fig
+
+
+def counts_per_layer_plot(df: pd.DataFrame) -> Figure:
+    """High-frequency, shared and language-specific expert counts per layer (from expert_counts_per_layer)."""
+    fig, axes = plt.subplots(1, 3, figsize=(16.0, 4.0), constrained_layout=True)
+    titles = {"high_frequency": "High-frequency experts", "shared": "Shared by all languages",
+              "specific": "Language-specific experts"}
+    for ax, (category, title) in zip(axes, titles.items()):
+        part = df[df["category"] == category]
+        if category == "shared":
+            ax.bar(part["layer"], part["count"], color="0.3")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        else:
+            _language_lines(ax, part, "count", marker=".")
+        ax.set(xlabel="layer", ylabel="number of experts", title=title)
+    _outside_legend(fig, axes[0])
+    return fig
+
+
+def threshold_sweep_plot(df: pd.DataFrame) -> Figure:
+    """Counts of shared, specific and mean high-frequency experts against the threshold."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.0), constrained_layout=True)
+    sns.lineplot(data=df, x="threshold", y="count", hue="category", marker="o", ax=ax)
+    ax.set(xlabel="frequency threshold (share of tokens)", ylabel="number of experts",
+           title="Expert counts against the high-frequency threshold")
+    ax.set_yscale("symlog", linthresh=1)
+    ax.set_ylim(bottom=0)
+    return fig
+
+
+def matrix_heatmap(df: pd.DataFrame, title: str, cbar_label: str, cmap: str = "viridis") -> Figure:
+    """A language x language matrix with names on the axes and values written in small matrices."""
+    values = df.to_numpy(dtype=np.float64)
+    n = len(df)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n + 1.5, 1.0 + 0.6 * n), constrained_layout=True)
+    finite = values[np.isfinite(values)]
+    vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    _imshow(ax, values, vmin=vmin, vmax=vmax, cmap=cmap, xlabel="language", ylabel="language",
+            title=title, cbar_label=cbar_label)
+    ax.invert_yaxis()
+    names = [language_name(c) for c in df.index]
+    ax.set_xticks(range(n), [language_name(c) for c in df.columns], rotation=45, ha="right")
+    ax.set_yticks(range(n), names)
+    if n <= 12:
+        mid = (vmin + vmax) / 2
+        for (i, j), v in np.ndenumerate(values):
+            ax.text(j, i, f"{v:.2g}", ha="center", va="center", fontsize="x-small",
+                    color="white" if v < mid else "black")
+    return fig
+
+
+def _leaf_label(code: str) -> str:
+    """'Name — family / genus / script' for a dendrogram leaf."""
+    if code not in LANGUAGES:
+        return str(code)
+    lang = LANGUAGES[code]
+    return f"{lang.name} — {lang.family} / {lang.genus} / {lang.script} script"
+
+
+def dendrogram_plot(linkage: np.ndarray, languages: Sequence[str], distance_label: str = "distance",
+                    title: str = "Hierarchical clustering of languages") -> Figure:
+    """Dendrogram with each leaf labelled by name and its family / genus / script, coloured by family."""
+    fig, ax = plt.subplots(figsize=(9.0, 0.45 * len(languages) + 1.5), constrained_layout=True)
+    hierarchy.dendrogram(linkage, labels=[_leaf_label(c) for c in languages], orientation="left",
+                         ax=ax, color_threshold=0, above_threshold_color="0.3")
+    families = sorted({LANGUAGES[c].family for c in languages if c in LANGUAGES})
+    palette = dict(zip(families, sns.color_palette("colorblind", len(families))))
+    by_label = {_leaf_label(c): c for c in languages}
+    for tick in ax.get_yticklabels():
+        code = by_label.get(tick.get_text())
+        if code in LANGUAGES:
+            tick.set_color(palette[LANGUAGES[code].family])
+    ax.set(xlabel=distance_label, ylabel="language (family / genus / script)", title=title)
+    return fig
+
+
+def per_layer_similarity_plot(df: pd.DataFrame) -> Figure:
+    """Per-layer pair values (from per_layer_similarity) as a pair x layer heatmap."""
+    df = df.assign(pair=df["lang_a"] + "–" + df["lang_b"])
+    pairs = list(dict.fromkeys(df["pair"]))
+    wide = df.pivot(index="pair", columns="layer", values="value").reindex(pairs)
+    metric = str(df["metric"].iloc[0]) if "metric" in df and len(df) else "value"
+    label = METRIC_LABELS.get(metric, metric)
+    fig, ax = plt.subplots(figsize=(7.5, 0.22 * len(pairs) + 1.8), constrained_layout=True)
+    values = wide.to_numpy(dtype=np.float64)
+    _imshow(ax, values, vmin=float(np.nanmin(values)), vmax=float(np.nanmax(values)), cmap="viridis",
+            xlabel="layer", ylabel="language pair", title=f"Per-layer {label}", cbar_label=label)
+    ax.set_yticks(range(len(pairs)), pairs, fontsize="x-small" if len(pairs) > 12 else "small")
+    ax.invert_yaxis()
+    return fig
+
+
+def permutation_plot(result: PermutationResult) -> Figure:
+    """Histogram of the permutation null with the observed statistic and the p-value."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.0), constrained_layout=True)
+    ax.hist(result.null, bins=40, color="0.6")
+    ax.axvline(result.observed, color="C3", lw=2, label=f"observed = {result.observed:.3g}")
+    ax.set(xlabel="mean cross-family distance − mean same-genus distance", ylabel="number of permutations",
+           title=f"Permutation test: p = {result.p_value:.3g} ({result.n_permutations} permutations)")
+    ax.legend(frameon=False)
+    return fig
+
+
+def mean_abs_change_plot(df: pd.DataFrame) -> Figure:
+    """Per-layer mean absolute frequency change per language (from instruction_tuning_diff)."""
+    fig, ax = plt.subplots(figsize=(8.0, 4.0), constrained_layout=True)
+    _language_lines(ax, df, "mean_abs_change", marker=".")
+    ax.set(xlabel="layer", ylabel="mean |Δ activation frequency| (share of tokens)", ylim=(0, None),
+           title="Instruction tuning: change per layer")
+    _outside_legend(fig, ax)
+    return fig
+
+
+def activation_level_plot(levels: pd.DataFrame) -> Figure:
+    """Per-layer activation level (share of a language's selected experts) per language."""
+    fig, ax = plt.subplots(figsize=(8.0, 4.0), constrained_layout=True)
+    _language_lines(ax, levels, "level", marker=".")
+    n_layers = levels["layer"].nunique()
+    ax.axhline(1 / n_layers, color="0.5", ls=":", lw=1, label="uniform (1 / L)")
+    _outside_legend(fig, ax)
+    ax.set(xlabel="layer", ylabel="activation level (share of selected experts)", ylim=(0, None),
+           title="Where the selected experts sit, per language")
+    return fig
+
+
+def split_objective_plot(split_layers: pd.DataFrame) -> Figure:
+    """Per layer: the split's objective against a random balanced split."""
+    fig, ax = plt.subplots(figsize=(7.0, 3.6), constrained_layout=True)
+    ax.plot(split_layers["layer"], split_layers["objective"], marker="o", label="this split")
+    ax.plot(split_layers["layer"], split_layers["objective_random"], marker=".", ls="--", color="0.5",
+            label="random balanced split")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="layer", ylabel="mean cosine of a neuron to its expert centroid",
+           title="Clustering objective per layer")
+    ax.legend(frameon=False)
+    return fig
+
+
+# --------------------------------------------------------------------------- notebooks 03-06 (more figures)
+
+CATEGORY_COLOURS = {"not high-frequency": "#f2f2f2", "high in some languages": "#9ecae1",
+                    "language-specific": "#e6550d", "shared by all": "#08306b"}
+
+
+def layer_boxplot(F: np.ndarray, languages: Sequence[str], threshold: float | None = None) -> Figure:
+    """Per layer, the distribution of expert frequencies pooled over languages (box: quartiles, whiskers:
+    5th-95th percentile), with the high-frequency threshold and each layer's share of experts above it."""
+    F = np.asarray(F, dtype=np.float64)
+    n_layers = F.shape[1]
+    values = [F[:, layer, :].ravel() for layer in range(n_layers)]
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.3 * n_layers + 3.0), 4.2), constrained_layout=True)
+    ax.boxplot(values, positions=range(n_layers), whis=(5, 95), showfliers=False, widths=0.6,
+               medianprops={"color": "C3"}, patch_artist=True, boxprops={"facecolor": "0.85"})
+    ax.set_xticks(range(n_layers), [str(i) if n_layers <= 40 or i % 5 == 0 else "" for i in range(n_layers)])
+    ax.set(xlabel="layer", ylabel=FREQ_LABEL, ylim=(0, None),
+           title=f"Expert frequencies per layer ({len(languages)} languages pooled; whiskers 5th-95th percentile)")
+    if threshold is not None:
+        ax.axhline(threshold, color="C0", ls="--", lw=1, label=f"high-frequency threshold {threshold:g}")
+        share = (F >= threshold).mean(axis=(0, 2))
+        ax2 = ax.twinx()
+        ax2.plot(range(n_layers), share, color="C0", marker=".", lw=1, label="share of experts above it")
+        ax2.set_ylabel("share of experts >= threshold", color="C0")
+        ax2.set_ylim(0, max(0.05, float(share.max()) * 1.1))
+        handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+        ax.legend(handles=handles, loc="upper left", frameon=False, fontsize="small")
+    return fig
+
+
+def category_map(F: np.ndarray, languages: Sequence[str], threshold: float,
+                 order: np.ndarray | None = None) -> Figure:
+    """Layer x expert map of expert categories: shared by all, language-specific, high in some, neither."""
+    F = np.asarray(F, dtype=np.float64)
+    high = F >= threshold
+    n_high = high.sum(axis=0)
+    cat = np.zeros(F.shape[1:], dtype=int)
+    cat[n_high >= 1] = 1
+    cat[n_high == 1] = 2
+    cat[n_high == len(languages)] = 3
+    xlabel = "expert"
+    if order is not None:
+        cat = np.take_along_axis(cat, np.asarray(order), axis=1)
+        xlabel = "expert rank (by mean frequency)"
+    names = list(CATEGORY_COLOURS)
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    cmap = ListedColormap(list(CATEGORY_COLOURS.values()))
+    fig, ax = plt.subplots(figsize=(8.0, 4.2), constrained_layout=True)
+    ax.imshow(cat, aspect="auto", interpolation="nearest", origin="lower", cmap=cmap, vmin=-0.5, vmax=3.5)
+    ax.set(xlabel=xlabel, ylabel="layer", title=f"Expert categories at f >= {threshold:g} ({len(languages)} languages)")
+    ax.yaxis.set_major_locator(MaxNLocator(6, integer=True))
+    counts = [int((cat == k).sum()) for k in range(4)]
+    fig.legend(handles=[Patch(facecolor=CATEGORY_COLOURS[n], edgecolor="0.5", label=f"{n} ({c})")
+                       for n, c in zip(names, counts)],
+              loc="outside right upper", frameon=False, fontsize="small")
+    return fig
+
+
+def category_totals_plot(totals: pd.DataFrame) -> Figure:
+    """Per language: high-frequency experts, of which shared by all and language-specific."""
+    x = np.arange(len(totals))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(totals) + 2.5), 4.0), constrained_layout=True)
+    ax.bar(x - 0.27, totals["high_frequency"], 0.27, label="high-frequency", color="C0")
+    ax.bar(x, totals["shared"], 0.27, label="shared by all languages", color="0.3")
+    ax.bar(x + 0.27, totals["specific"], 0.27, label="language-specific", color="C1")
+    ax.set_xticks(x, [language_name(c) for c in totals["language"]], rotation=30, ha="right")
+    ax.set(xlabel="language", ylabel="number of experts", title="High-frequency, shared and specific experts")
+    ax.legend(frameon=False, fontsize="small")
+    return fig
+
+
+def depth_sweep_plot(sweep: pd.DataFrame) -> Figure:
+    """Shared and language-specific experts per third of the layers at each threshold (stacked bars)."""
+    thresholds = sorted(sweep["threshold"].unique())
+    fig, axes = plt.subplots(1, 2, figsize=(11.0, 3.8), constrained_layout=True, sharex=True)
+    depth_colours = {"shallow": "#c6dbef", "middle": "#6baed6", "deep": "#08519c"}
+    x = np.arange(len(thresholds))
+    for ax, col, title in [(axes[0], "shared", "Shared by all languages"),
+                           (axes[1], "specific", "Language-specific")]:
+        bottom = np.zeros(len(thresholds))
+        for depth, colour in depth_colours.items():
+            vals = np.array([sweep[(sweep.threshold == t) & (sweep.depth == depth)][col].sum() for t in thresholds])
+            ax.bar(x, vals, bottom=bottom, color=colour, label=f"{depth} layers", width=0.6)
+            bottom += vals
+        ax.set_xticks(x, [f"{t:g}" for t in thresholds])
+        ax.set(xlabel="frequency threshold", ylabel="number of experts", title=title)
+    axes[1].legend(frameon=False, fontsize="small")
+    return fig
+
+
+def matrix_panels(matrices: dict[str, pd.DataFrame], title: str = "Similarity between languages") -> Figure:
+    """Several language x language matrices side by side (one colour bar each), languages by name."""
+    n = len(matrices)
+    ncols = min(2, n)
+    nrows = math.ceil(n / ncols)
+    size = len(next(iter(matrices.values())))
+    side = 1.6 + 0.45 * size
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * (side + 1.6), nrows * side + 0.6),
+                             squeeze=False, constrained_layout=True)
+    for ax, (metric, df) in zip(axes.flat, matrices.items()):
+        values = df.to_numpy(dtype=np.float64)
+        finite = values[np.isfinite(values)]
+        cmap = "viridis" if metric == "pearson" else "viridis_r"
+        _imshow(ax, values, vmin=float(finite.min()), vmax=float(finite.max()), cmap=cmap, xlabel="", ylabel="",
+                title=METRIC_LABELS.get(metric, metric), cbar_label=None)
+        ax.figure.colorbar(ax.images[0], ax=ax, shrink=0.85)
+        ax.invert_yaxis()
+        ax.set_xticks(range(size), [language_name(c) for c in df.columns], rotation=45, ha="right",
+                      fontsize="small")
+        ax.set_yticks(range(size), [language_name(c) for c in df.index], fontsize="small")
+        if metric == "kl":
+            ax.set(xlabel="Q (second argument)", ylabel="P (first argument)")
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    fig.suptitle(title + " (dark = more alike)")
+    return fig
+
+
+def per_layer_curve_plot(curve: pd.DataFrame) -> Figure:
+    """Per layer: mean metric over all pairs, same-genus pairs and different-family pairs."""
+    metric = str(curve["metric"].iloc[0])
+    label = METRIC_LABELS.get(metric, metric)
+    fig, ax = plt.subplots(figsize=(8.0, 4.0), constrained_layout=True)
+    styles = {"all pairs": dict(color="0.3", marker="."), "same genus": dict(color="C2", marker="o", ms=3),
+              "different family": dict(color="C3", marker="s", ms=3)}
+    for group, part in curve.groupby("group", sort=False):
+        ax.plot(part["layer"], part["value"], label=group, **styles.get(group, {}))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    more = "higher = more alike" if metric == "pearson" else "lower = more alike"
+    ax.set(xlabel="layer", ylabel=f"mean {label}", title=f"Similarity between languages per layer ({more})")
+    ax.legend(frameon=False)
+    return fig
+
+
+def pair_interval_plot(pairs: pd.DataFrame, metric: str) -> Figure:
+    """Pair distances with their bootstrap 95 % intervals, coloured by the languages' relation."""
+    label = "1 − Pearson r" if metric == "pearson" else METRIC_LABELS.get(metric, metric)
+    colours = {"same genus": "C2", "same family, other genus": "C0", "different family": "C3"}
+    fig, ax = plt.subplots(figsize=(7.5, 0.24 * len(pairs) + 1.6), constrained_layout=True)
+    y = np.arange(len(pairs))[::-1]
+    for rel, colour in colours.items():
+        sel = (pairs["relation"] == rel).to_numpy()
+        if not sel.any():
+            continue
+        part = pairs[sel]
+        err = None
+        if "low" in part:
+            err = np.vstack([np.clip(part["distance"] - part["low"], 0, None),
+                             np.clip(part["high"] - part["distance"], 0, None)])
+        ax.errorbar(part["distance"], y[sel], xerr=err, fmt="o", color=colour, ms=4, capsize=2, label=rel)
+    names = [f"{language_name(a)}–{language_name(b)}" for a, b in zip(pairs["lang_a"], pairs["lang_b"])]
+    ax.set_yticks(y, names, fontsize="x-small" if len(pairs) > 24 else "small")
+    ax.set(xlabel=label, ylabel="language pair",
+           title="Distance per pair with bootstrap 95 % intervals (closest at the top)")
+    ax.legend(frameon=True, fontsize="small", loc="best")
+    return fig
+
+
+def expert_grid_plot(grid: pd.DataFrame, alpha: float = 0.05) -> Figure:
+    """Across numbers of experts: the genus gap and its p-value, and the agreement with the reference."""
+    fig, axes = plt.subplots(1, 3, figsize=(13.0, 3.6), constrained_layout=True)
+    n = grid["n_experts"]
+    axes[0].plot(n, grid["genus_gap"], marker="o")
+    axes[0].axhline(0, color="0.5", lw=0.8)
+    axes[0].set(ylabel="different-family − same-genus distance", title="Genus effect")
+    axes[1].plot(n, grid["p_value"], marker="o", color="C3")
+    axes[1].axhline(alpha, color="0.5", ls="--", lw=1, label=f"α = {alpha:g}")
+    axes[1].set_yscale("log")
+    axes[1].set(ylabel="permutation p-value", title="Genus test")
+    axes[1].legend(frameon=False)
+    axes[2].plot(n, grid["spearman_vs_reference"], marker="o", color="C2")
+    axes[2].set(ylabel="Spearman ρ of pair distances", title="Agreement with the reference split", ylim=(None, 1.02))
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(list(n), [str(v) for v in n])
+        ax.minorticks_off()
+        ax.set_xlabel("experts per layer")
+    return fig
+
+
+def tuning_loss_plot(history: pd.DataFrame, meta: dict) -> Figure:
+    """Training loss per step of the offline instruction tuning, with the full-set losses before and after."""
+    fig, ax = plt.subplots(figsize=(7.0, 3.8), constrained_layout=True)
+    ax.plot(history["step"], history["loss"], marker=".", color="0.3", label="batch loss")
+    if meta:
+        last = int(history["step"].max()) if len(history) else 1
+        for key, colour, name in [("train", "C0", "training instructions"), ("heldout", "C1", "held-out instructions")]:
+            ax.plot([0, last], [meta[f"loss_before_{key}"], meta[f"loss_after_{key}"]], ls="--", marker="o",
+                    color=colour, label=f"{name}: before → after")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="step", ylabel="target-token loss (nats)", title="Short instruction tuning")
+    ax.legend(frameon=False, fontsize="small")
+    return fig
+
+
+def overlap_plot(overlap: pd.DataFrame) -> Figure:
+    """Per language: Jaccard overlap of the base and tuned high-frequency expert sets."""
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(overlap) + 2.5), 3.6), constrained_layout=True)
+    x = np.arange(len(overlap))
+    ax.bar(x, overlap["jaccard"], color="C0")
+    for xi, (j, nb, nt) in enumerate(zip(overlap["jaccard"], overlap["n_base"], overlap["n_tuned"])):
+        ax.text(xi, j, f"{int(nb)}/{int(nt)}", ha="center", va="bottom", fontsize="x-small")
+    ax.set_xticks(x, [language_name(c) for c in overlap["language"]], rotation=30, ha="right")
+    ax.set(xlabel="language", ylabel="Jaccard index", ylim=(0, 1.08),
+           title="Overlap of high-frequency experts, base vs tuned (labels: n base / n tuned)")
+    return fig

@@ -1,0 +1,474 @@
+"""Pruning experts by activation frequency (SPEC section 5, notebook 07).
+
+Conventions: a mask is a bool array [L, E] with True = expert KEPT; a frequency array F [L, E] holds
+one language's `count / n_tokens`; activation levels [L] are each layer's share of the selections.
+
+Mask builders (every tie is broken by a stable sort on (frequency, layer, expert)):
+- `threshold_mask`: prune every expert with f < threshold (SPEC: 0.05 = `cfg.high_freq_threshold`).
+- `sorting_mask`: prune the lowest-frequency share `ratio`, globally (round(ratio * L * E) experts
+  over all layers) or per layer (round(ratio * E) in every layer).
+- `layerwise_mask`: the uniform per-layer total, round(ratio * E) * L, spread over the layers in
+  inverse proportion to their activation levels (see `layerwise_counts` for the formula).
+- `random_mask`: the per-layer counts of another mask, experts chosen uniformly at random.
+Rounding is half-up (2.5 -> 3) after rounding away floating-point noise (0.1 * 2560 = 256.00000000000003).
+
+Applying a mask: `apply_mask` zeroes the pruned experts' neurons in h (the input of down_proj) with
+hooks; `physically_prune` returns a copy whose gate/up rows and down columns of pruned experts are
+gone (the same function, computed faster); `dynamic_topk` keeps the top-k experts per token.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .adapters import down_projs, get_adapter, mlps, n_layers, projections
+from .counting import expert_scores
+from .hooks import ffn_input_hooks
+
+if TYPE_CHECKING:
+    from .config import BabelConfig
+
+log = logging.getLogger(__name__)
+
+METHODS: tuple[str, ...] = ("threshold", "sorting", "layerwise", "random", "dynamic")
+DENSE = "dense"  # the unpruned reference "method" (every expert kept, no hooks)
+LAYER_MODES: tuple[str, ...] = ("global", "per_layer")
+DEFAULT_THRESHOLD = 0.05  # SPEC 5: prune experts with f < 0.05 (cfg.high_freq_threshold)
+DYNAMIC_DEFAULT_DROP = 0.25  # SPEC/config: dynamic_top_k = 0 means keep n_experts * (1 - 0.25)
+MIN_LEVEL = 1e-12  # activation levels are floored here before inversion (a silent layer loses most)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def check_ratio(ratio: float) -> float:
+    """The ratio as a float, or a ValueError naming it and the allowed range [0, 1)."""
+    if not (isinstance(ratio, (int, float, np.floating)) and 0.0 <= float(ratio) < 1.0):
+        raise ValueError(f"Pruning ratio {ratio!r} is outside [0, 1): give the share of experts to prune, "
+                         "e.g. 0.25 (1.0 would prune every expert).")
+    return float(ratio)
+
+
+def check_method(method: str) -> str:
+    """The method name, or a ValueError naming the known methods."""
+    if method not in METHODS:
+        raise ValueError(f"Unknown pruning method {method!r}; known methods: {', '.join(METHODS)}.")
+    return method
+
+
+def check_mode(mode: str) -> str:
+    """The layer mode, or a ValueError naming the known modes."""
+    if mode not in LAYER_MODES:
+        raise ValueError(f"Unknown prune_layer_mode {mode!r}; known modes: {', '.join(LAYER_MODES)}.")
+    return mode
+
+
+def _check_frequencies(f: np.ndarray) -> np.ndarray:
+    f = np.asarray(f, dtype=np.float64)
+    if f.ndim != 2 or f.size == 0:
+        raise ValueError(f"Frequencies must be a non-empty array [layers, experts]; got shape {f.shape}.")
+    if not np.isfinite(f).all():
+        raise ValueError("Frequencies contain NaN or infinite values.")
+    return f
+
+
+def _check_mask(mask: np.ndarray) -> np.ndarray:
+    mask = np.asarray(mask)
+    if mask.dtype != bool or mask.ndim != 2:
+        raise ValueError(f"A mask must be a bool array [layers, experts] (True = kept); got "
+                         f"{mask.dtype} of shape {mask.shape}.")
+    return mask
+
+
+def language_frequencies(F_by_lang: Mapping[str, np.ndarray], lang: str) -> np.ndarray:
+    """The [L, E] frequencies of a target language, or an error naming the languages that have some."""
+    if lang not in F_by_lang:
+        raise ValueError(f"Language {lang!r} has no activation frequencies (languages with frequencies: "
+                         f"{', '.join(F_by_lang) or 'none'}); record it in notebook 02 before pruning for it.")
+    return _check_frequencies(F_by_lang[lang])
+
+
+def n_to_prune(ratio: float, n: int) -> int:
+    """round(ratio * n), half up, after rounding away floating-point noise."""
+    return int(math.floor(round(check_ratio(ratio) * n, 9) + 0.5))
+
+
+# --------------------------------------------------------------------------- masks
+
+
+def _prune_lowest(f: np.ndarray, n: int) -> np.ndarray:
+    """Keep-mask of a 1-D or flattened frequency vector with its n lowest entries pruned (stable)."""
+    order = np.argsort(f, kind="stable")  # ties: lower flat index (layer, expert) first
+    keep = np.ones(f.shape, dtype=bool)
+    keep[order[:n]] = False
+    return keep
+
+
+def threshold_mask(f: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
+    """Prune every expert whose frequency is below `threshold` (SPEC 5: f < 0.05)."""
+    return _check_frequencies(f) >= threshold
+
+
+def sorting_mask(f: np.ndarray, ratio: float, mode: str = "global") -> np.ndarray:
+    """Prune the lowest-frequency share `ratio`: round(ratio*L*E) over all layers, or round(ratio*E) per layer."""
+    f = _check_frequencies(f)
+    n_layers_, n_experts = f.shape
+    if check_mode(mode) == "global":
+        return _prune_lowest(f.ravel(), n_to_prune(ratio, f.size)).reshape(f.shape)
+    n = n_to_prune(ratio, n_experts)
+    return np.stack([_prune_lowest(f[layer], n) for layer in range(n_layers_)])
+
+
+def per_layer_mask(f: np.ndarray, counts: Sequence[int]) -> np.ndarray:
+    """Prune the counts[l] lowest-frequency experts of each layer l."""
+    f = _check_frequencies(f)
+    return np.stack([_prune_lowest(f[layer], int(n)) for layer, n in enumerate(counts)])
+
+
+def _water_fill(total: float, weights: np.ndarray, cap: int) -> np.ndarray:
+    """Real quotas proportional to `weights`, summing to `total`, none above `cap` (excess re-spread)."""
+    quotas = np.zeros(len(weights))
+    free = np.ones(len(weights), dtype=bool)
+    while free.any():
+        left = total - quotas[~free].sum()
+        share = weights[free] / weights[free].sum() * left
+        over = share > cap
+        if not over.any():
+            quotas[free] = share
+            break
+        idx = np.flatnonzero(free)[over]
+        quotas[idx] = cap
+        free[idx] = False
+    return quotas
+
+
+def _largest_remainder(quotas: np.ndarray, total: int, cap: int) -> np.ndarray:
+    """Integers summing to `total`: floors, then +1 for the largest fractional parts (ties: lower layer)."""
+    counts = np.floor(quotas + 1e-9).astype(int)
+    remainder = quotas - counts
+    order = np.lexsort((np.arange(len(quotas)), -remainder))
+    for idx in order:
+        if counts.sum() >= total:
+            break
+        if counts[idx] < cap:
+            counts[idx] += 1
+    return counts
+
+
+def activation_levels(f: np.ndarray) -> np.ndarray:
+    """Each layer's share of a language's selections, [L] (from its frequencies: row sums / total)."""
+    f = _check_frequencies(f)
+    return f.sum(axis=1) / f.sum()
+
+
+def layerwise_counts(levels: np.ndarray, ratio: float, n_experts: int) -> np.ndarray:
+    """Experts to prune per layer: total round(ratio*E)*L, n_l proportional to 1 / level_l.
+
+    Formula: with activation levels a_l (a layer's share of the selections, floored at MIN_LEVEL),
+    quota_l = T * (1/a_l) / sum_k (1/a_k), T = round(ratio * E) * L: a layer twice as active as
+    another loses half as many experts, and the total equals uniform per-layer sorting. Quotas are
+    capped at E - 1 (a layer keeps at least one expert; the excess is re-spread over the other
+    layers in the same proportions) and rounded to integers by largest remainder, so the total is exact.
+    Only when T exceeds L * (E - 1) (ratio so close to 1 that uniform sorting empties every layer)
+    is the cap raised to E.
+    """
+    levels = np.asarray(levels, dtype=np.float64)
+    if levels.ndim != 1 or not np.isfinite(levels).all() or (levels < 0).any() or levels.sum() <= 0:
+        raise ValueError(f"Activation levels must be finite, non-negative, one per layer and not all zero; "
+                         f"got {levels}.")
+    n_layers_ = len(levels)
+    total = n_to_prune(ratio, n_experts) * n_layers_
+    cap = n_experts - 1 if total <= n_layers_ * (n_experts - 1) else n_experts
+    if cap == n_experts:
+        log.warning("ratio %.4f prunes every expert of every layer; layer-wise rates cannot differ.", ratio)
+    weights = 1.0 / np.maximum(levels / levels.sum(), MIN_LEVEL)
+    counts = _largest_remainder(_water_fill(total, weights, cap), total, cap)
+    assert counts.sum() == total and counts.max(initial=0) <= cap
+    return counts
+
+
+def layerwise_mask(f: np.ndarray, levels: np.ndarray, ratio: float) -> np.ndarray:
+    """Prune as many experts as uniform per-layer sorting, each layer in inverse proportion to its activity."""
+    f = _check_frequencies(f)
+    if len(np.asarray(levels)) != f.shape[0]:
+        raise ValueError(f"{len(np.asarray(levels))} activation levels for {f.shape[0]} layers.")
+    return per_layer_mask(f, layerwise_counts(levels, ratio, f.shape[1]))
+
+
+def random_mask(per_layer_counts: Sequence[int], n_experts: int, seed: int) -> np.ndarray:
+    """Prune per_layer_counts[l] experts of each layer l, chosen uniformly at random (numpy seed)."""
+    rng = np.random.default_rng(seed)
+    mask = np.ones((len(per_layer_counts), n_experts), dtype=bool)
+    for layer, n in enumerate(per_layer_counts):
+        if not 0 <= int(n) <= n_experts:
+            raise ValueError(f"Cannot prune {n} of {n_experts} experts in layer {layer}.")
+        mask[layer, rng.choice(n_experts, size=int(n), replace=False)] = False
+    return mask
+
+
+def random_masks_like(mask: np.ndarray, seeds: Sequence[int]) -> list[np.ndarray]:
+    """Random masks with the same per-layer pruned counts as `mask`, one per seed."""
+    mask = _check_mask(mask)
+    return [random_mask(pruned_per_layer(mask), mask.shape[1], seed) for seed in seeds]
+
+
+def pruned_per_layer(mask: np.ndarray) -> np.ndarray:
+    """Number of pruned experts in every layer, [L]."""
+    return (~_check_mask(mask)).sum(axis=1)
+
+
+def pruned_share(mask: np.ndarray) -> float:
+    """Share of all experts that a mask prunes."""
+    return float((~_check_mask(mask)).mean())
+
+
+def mask_overlap(mask_a: np.ndarray, mask_b: np.ndarray) -> float:
+    """Jaccard index of the pruned sets of two masks (1.0 when neither prunes anything)."""
+    a, b = ~_check_mask(mask_a), ~_check_mask(mask_b)
+    union = (a | b).sum()
+    return 1.0 if union == 0 else float((a & b).sum() / union)
+
+
+# --------------------------------------------------------------------------- mask specs
+
+
+@dataclass
+class MaskSpec:
+    """One pruning setting: target language, method, ratio (share pruned), seed (random only), mask [L, E]."""
+
+    language: str
+    method: str
+    ratio: float
+    seed: int | None
+    mask: np.ndarray
+    top_k: int | None = None  # experts kept per token and layer, method "dynamic" only
+
+    @property
+    def name(self) -> str:
+        """A short unique label, e.g. 'sorting@0.25' or 'random@0.25#1'."""
+        if self.method == "dynamic":
+            return f"dynamic@top{self.top_k}"
+        seed = "" if self.seed is None else f"#{self.seed}"
+        return f"{self.method}@{self.ratio:.4g}{seed}"
+
+
+def dense_spec(language: str, n_layers_: int, n_experts: int) -> MaskSpec:
+    """The unpruned reference (method 'dense', every expert kept)."""
+    return MaskSpec(language, DENSE, 0.0, None, np.ones((n_layers_, n_experts), dtype=bool))
+
+
+def resolve_top_k(cfg: BabelConfig, n_experts: int) -> int:
+    """cfg.dynamic_top_k, or when 0 the default n_experts * (1 - DYNAMIC_DEFAULT_DROP)."""
+    k = cfg.dynamic_top_k or n_to_prune(1.0 - DYNAMIC_DEFAULT_DROP, n_experts)
+    if not 1 <= k <= n_experts:
+        raise ValueError(f"dynamic_top_k={k} must lie in 1..{n_experts} (the number of experts).")
+    return k
+
+
+def dynamic_spec(language: str, n_layers_: int, n_experts: int, top_k: int) -> MaskSpec:
+    """Dynamic sparse activation: keep the top_k experts per token and layer (ratio = 1 - top_k / E)."""
+    return MaskSpec(language, "dynamic", 1.0 - top_k / n_experts, None,
+                    np.ones((n_layers_, n_experts), dtype=bool), top_k=top_k)
+
+
+def make_mask(method: str, f: np.ndarray, ratio: float = 0.0, *, levels: np.ndarray | None = None,
+              mode: str = "global", threshold: float = DEFAULT_THRESHOLD, seed: int = 0,
+              reference: np.ndarray | None = None) -> np.ndarray:
+    """Dispatch one static mask by method name (random copies the per-layer counts of `reference`)."""
+    check_method(method)
+    if method == "threshold":
+        return threshold_mask(f, threshold)
+    if method == "sorting":
+        return sorting_mask(f, ratio, mode)
+    if method == "layerwise":
+        if levels is None:
+            raise ValueError("Method 'layerwise' needs the layers' activation levels.")
+        return layerwise_mask(f, levels, ratio)
+    if method == "random":
+        ref = sorting_mask(f, ratio, mode) if reference is None else reference
+        return random_masks_like(ref, [seed])[0]
+    raise ValueError("Method 'dynamic' has no static mask: use dynamic_topk (or dynamic_spec).")
+
+
+def _language_specs(lang: str, f: np.ndarray, levels: np.ndarray, cfg: BabelConfig) -> list[MaskSpec]:
+    """Every static mask of one target language: threshold, sorting, layerwise and random."""
+    thr = threshold_mask(f, cfg.high_freq_threshold)
+    specs = [MaskSpec(lang, "threshold", pruned_share(thr), None, thr)]
+    for ratio in cfg.prune_ratios:
+        sort = sorting_mask(f, ratio, cfg.prune_layer_mode)
+        specs.append(MaskSpec(lang, "sorting", float(ratio), None, sort))
+        specs.append(MaskSpec(lang, "layerwise", float(ratio), None, layerwise_mask(f, levels, ratio)))
+        specs += [MaskSpec(lang, "random", float(ratio), int(seed), m)
+                  for seed, m in zip(cfg.random_seeds, random_masks_like(sort, cfg.random_seeds))]
+    return specs
+
+
+def build_masks(F_by_lang: Mapping[str, np.ndarray], levels_by_lang: Mapping[str, np.ndarray],
+                cfg: BabelConfig, languages: Sequence[str] | None = None,
+                dynamic: bool = False) -> list[MaskSpec]:
+    """Masks of every target language (default cfg.languages): threshold, sorting, layerwise, random.
+
+    threshold: f < cfg.high_freq_threshold, ratio = the share it actually prunes. sorting and layerwise:
+    each of cfg.prune_ratios (sorting in cfg.prune_layer_mode). random: for each sorting mask and each of
+    cfg.random_seeds, the sorting mask's per-layer counts. `dynamic=True` adds one dynamic spec per
+    language (top_k from `resolve_top_k`).
+    """
+    for ratio in cfg.prune_ratios:
+        check_ratio(ratio)
+    check_mode(cfg.prune_layer_mode)
+    specs: list[MaskSpec] = []
+    for lang in cfg.languages if languages is None else languages:
+        f = language_frequencies(F_by_lang, lang)
+        if lang not in levels_by_lang:
+            raise ValueError(f"Language {lang!r} has no activation levels (languages with levels: "
+                             f"{', '.join(levels_by_lang) or 'none'}).")
+        specs += _language_specs(lang, f, np.asarray(levels_by_lang[lang]), cfg)
+        if dynamic:
+            specs.append(dynamic_spec(lang, *f.shape, resolve_top_k(cfg, f.shape[1])))
+    log.info("Built %d masks for %d language(s)", len(specs), len({s.language for s in specs}))
+    return specs
+
+
+def mask_table(masks: Mapping[str, MaskSpec | np.ndarray] | Sequence[MaskSpec]) -> pd.DataFrame:
+    """Tidy table of pruned experts per layer: name, language, method, ratio, seed, layer, pruned, n_experts.
+
+    Takes a list of MaskSpec, or a dict name -> MaskSpec or bare mask (a bare mask's method is its name,
+    its ratio the share it prunes, its language and seed empty).
+    """
+    items = masks.items() if isinstance(masks, Mapping) else [(s.name, s) for s in masks]
+    rows = []
+    for name, item in items:
+        spec = item if isinstance(item, MaskSpec) else MaskSpec("", name, pruned_share(item), None, item)
+        for layer, pruned in enumerate(pruned_per_layer(spec.mask)):
+            rows.append({"name": name, "language": spec.language, "method": spec.method,
+                         "ratio": float(spec.ratio), "seed": spec.seed, "layer": layer, "pruned": int(pruned),
+                         "n_experts": spec.mask.shape[1]})
+    table = pd.DataFrame(rows)
+    return table.astype({"seed": "Int64"}) if len(table) else table
+
+
+def masks_to_results(specs: Sequence[MaskSpec]) -> dict[str, pd.DataFrame | np.ndarray]:
+    """Storable form of mask specs (for cache.cached): a table of specs and one bool array [n, L, E]."""
+    if not specs:
+        raise ValueError("No mask spec to store.")
+    table = pd.DataFrame([{"language": s.language, "method": s.method, "ratio": float(s.ratio),
+                           "seed": s.seed, "top_k": s.top_k} for s in specs])
+    table = table.astype({"seed": "Int64", "top_k": "Int64"})
+    return {"mask_specs": table, "masks": np.stack([np.asarray(s.mask, dtype=bool) for s in specs])}
+
+
+def masks_from_results(results: Mapping[str, pd.DataFrame | np.ndarray]) -> list[MaskSpec]:
+    """The mask specs stored by `masks_to_results`."""
+    table, masks = results["mask_specs"], results["masks"]
+
+    def _int(value: object) -> int | None:
+        return None if pd.isna(value) else int(value)
+    return [MaskSpec(str(r.language), str(r.method), float(r.ratio), _int(r.seed), masks[i].astype(bool),
+                     _int(r.top_k)) for i, r in enumerate(table.itertuples(index=False))]
+
+
+# --------------------------------------------------------------------------- applying masks
+
+
+def _check_labels(model: nn.Module, labels: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or labels.shape[0] != n_layers(model):
+        raise ValueError(f"labels must be [n_layers={n_layers(model)}, d_ff]; got shape {labels.shape}.")
+    if mask is not None:
+        mask = _check_mask(mask)
+        if mask.shape[0] != labels.shape[0] or mask.shape[1] <= labels.max():
+            raise ValueError(f"Mask of shape {mask.shape} does not fit labels with {labels.shape[0]} layers "
+                             f"and {labels.max() + 1} experts.")
+    return labels
+
+
+def neuron_keep(mask: np.ndarray, labels: np.ndarray, layer: int) -> np.ndarray:
+    """Bool [d_ff] of one layer: is each neuron's expert kept."""
+    return np.asarray(mask[layer])[np.asarray(labels[layer])]
+
+
+@contextmanager
+def apply_mask(model: nn.Module, labels: np.ndarray, mask: np.ndarray) -> Iterator[None]:
+    """Zero the neurons of pruned experts in h (input of down_proj) of every layer; hooks removed on exit."""
+    labels = _check_labels(model, labels, mask)
+    downs = down_projs(model)
+    keep = [torch.as_tensor(neuron_keep(mask, labels, i)).to(device=d.weight.device, dtype=d.weight.dtype)
+            for i, d in enumerate(downs)]
+
+    def fn(layer: int, h: torch.Tensor) -> torch.Tensor:
+        k = keep[layer]
+        return h * (k if k.dtype == h.dtype else k.to(h.dtype))
+    with ffn_input_hooks(model, fn):
+        yield
+
+
+@contextmanager
+def dynamic_topk(model: nn.Module, labels: np.ndarray, k: int, score: str = "abs") -> Iterator[None]:
+    """Per token and layer keep only the top-k experts by score (counting.expert_scores); zero the rest of h."""
+    labels = _check_labels(model, labels)
+    n_experts = int(labels.max()) + 1
+    if not 1 <= k <= n_experts:
+        raise ValueError(f"top-k {k} must lie in 1..{n_experts} (the number of experts).")
+    downs = down_projs(model)
+    perms = [torch.as_tensor(np.argsort(labels[i], kind="stable")).to(d.weight.device)
+             for i, d in enumerate(downs)]
+    neuron_expert = [torch.as_tensor(labels[i], dtype=torch.long).to(d.weight.device) for i, d in enumerate(downs)]
+
+    def fn(layer: int, h: torch.Tensor) -> torch.Tensor:
+        scores = expert_scores(h, perms[layer], n_experts, score)  # [..., E]
+        top = scores.topk(k, dim=-1).indices
+        kept = torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, top, True)
+        return h * kept.index_select(-1, neuron_expert[layer]).to(h.dtype)
+    with ffn_input_hooks(model, fn):
+        yield
+
+
+def _sliced_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
+    """A new nn.Linear holding only rows (dim 0) or input columns (dim 1) `index` of `linear`."""
+    weight = linear.weight.detach().index_select(dim, index.to(linear.weight.device))
+    out_f, in_f = weight.shape
+    new = torch.nn.utils.skip_init(nn.Linear, in_f, out_f, bias=linear.bias is not None,
+                                   device=weight.device, dtype=weight.dtype)
+    new.weight.data.copy_(weight)
+    if linear.bias is not None:
+        bias = linear.bias.detach()
+        new.bias.data.copy_(bias.index_select(0, index.to(bias.device)) if dim == 0 else bias)
+    new.requires_grad_(linear.weight.requires_grad)
+    return new
+
+
+def physically_prune(model: nn.Module, labels: np.ndarray, mask: np.ndarray) -> nn.Module:
+    """A copy of the model whose FFNs hold only the kept experts' neurons (gate/up rows, down columns).
+
+    Per-layer widths may differ (global or layer-wise masks). `config.intermediate_size` is updated
+    only when every layer keeps the same width; otherwise it is left as it was and the widths are in
+    `config.pruned_intermediate_sizes` (such a model is not reloadable by from_pretrained).
+    """
+    labels = _check_labels(model, labels, mask)
+    pruned = copy.deepcopy(model)
+    adapter = get_adapter(pruned)
+    widths = []
+    for layer, mlp in enumerate(mlps(pruned)):
+        gate, up, down = projections(pruned, layer)
+        index = torch.as_tensor(np.flatnonzero(neuron_keep(mask, labels, layer)), dtype=torch.long)
+        setattr(mlp, adapter.gate, _sliced_linear(gate, index, 0))
+        setattr(mlp, adapter.up, _sliced_linear(up, index, 0))
+        setattr(mlp, adapter.down, _sliced_linear(down, index, 1))
+        if hasattr(mlp, "intermediate_size"):
+            mlp.intermediate_size = len(index)
+        widths.append(len(index))
+    pruned.config.pruned_intermediate_sizes = widths
+    if len(set(widths)) == 1:
+        pruned.config.intermediate_size = widths[0]
+    log.info("Physically pruned FFN widths: %s", widths if len(set(widths)) > 1 else f"{widths[0]} in every layer")
+    return pruned

@@ -1,0 +1,132 @@
+"""Running the notebooks in order with papermill, one run folder per config."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import papermill as pm
+
+from .config import FIELD_NAMES, BabelConfig, load_config, save_config
+from .paths import NOTEBOOKS_DIR, results_dir, run_dir, run_figures_dir
+
+log = logging.getLogger(__name__)
+
+# Executed notebooks are documentation: no progress bars or hub chatter in their outputs.
+QUIET_ENV = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
+             "TOKENIZERS_PARALLELISM": "false"}
+
+
+@dataclass
+class RunResult:
+    """Where a run put its executed notebooks, results and figures, and how long each notebook took."""
+
+    run_dir: Path
+    notebooks: list[Path]
+    seconds: dict[str, float]
+
+
+def notebooks(only: Sequence[str] = ()) -> list[Path]:
+    """The numbered notebooks in order, optionally only those whose number is in `only`."""
+    found = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        known = {nb.name[:2] for nb in found}
+        unknown = sorted(set(only) - known)
+        if unknown:
+            raise ValueError(f"--only names unknown notebook number(s) {unknown}; known: {sorted(known)}.")
+        found = [nb for nb in found if nb.name[:2] in only]
+    return found
+
+
+def notebook_parameters(cfg: BabelConfig, notebook: Path) -> dict[str, Any]:
+    """The config values of the parameters a notebook declares in its `parameters` cell."""
+    declared = pm.inspect_notebook(str(notebook))
+    values = cfg.to_dict()
+    return {name: values[name] for name in declared if name in FIELD_NAMES}
+
+
+@contextmanager
+def quiet_environment() -> Iterator[None]:
+    """Set QUIET_ENV for the kernels started inside, restoring the environment after."""
+    saved = {k: os.environ.get(k) for k in QUIET_ENV}
+    os.environ.update(QUIET_ENV)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def preflight(cfg: BabelConfig) -> None:
+    """Check what can be checked before any notebook runs: model name, n_experts, text of every language."""
+    from . import data, models
+
+    width = models.ffn_width(cfg.model)
+    if width % cfg.n_experts:
+        divisors = [d for d in range(2, min(width, 1024) + 1) if width % d == 0]
+        raise ValueError(f"n_experts={cfg.n_experts} does not divide d_ff={width} of {cfg.model}; "
+                         f"choose a divisor, e.g. {', '.join(map(str, divisors[-8:]))}.")
+    for lang in cfg.languages:
+        data.calibration_texts(cfg, lang)
+        data.heldout_texts(cfg, lang)
+
+
+def run(config: str | Path | BabelConfig, overrides: Mapping[str, Any] | Sequence[str] = (),
+        only: Sequence[str] = (), publish: bool = False) -> RunResult:
+    """Execute the notebooks on one config into `runs/<run_name>/`; stages reuse cached results."""
+    cfg = config if isinstance(config, BabelConfig) else load_config(config, overrides)
+    selected = notebooks(only)
+    preflight(cfg)  # bad input fails here, before a run folder or a result exists
+    out = run_dir(cfg.run_name)
+    for folder in (out, results_dir(out), run_figures_dir(out)):
+        folder.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    executed, seconds = [], {}
+    with quiet_environment():
+        for notebook in selected:
+            log.info("Executing %s in %s", notebook.name, out)
+            start = time.perf_counter()
+            target = execute(notebook, out, notebook_parameters(cfg, notebook))
+            seconds[notebook.name] = time.perf_counter() - start
+            executed.append(target)
+            if publish:
+                shutil.copyfile(target, notebook)
+    return RunResult(run_dir=out, notebooks=executed, seconds=seconds)
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook of a run raised; names the notebook, the cell and the error."""
+
+    def __init__(self, notebook: Path, saved: Path, cell: int | None, error: str) -> None:
+        self.notebook, self.saved, self.cell, self.error = notebook, saved, cell, error
+        where = f"cell {cell}" if cell is not None else "set-up"
+        super().__init__(f"{notebook.name} failed at {where}: {error} (executed copy: {saved})")
+
+
+def execute(notebook: Path, out: Path, parameters: dict[str, Any]) -> Path:
+    """Execute one notebook into `out/`; a failed execution goes to `out/failed/`, never beside good ones."""
+    target, partial = out / notebook.name, out / f".{notebook.stem}.partial.ipynb"
+    try:
+        pm.execute_notebook(str(notebook), str(partial), parameters=parameters, cwd=str(NOTEBOOKS_DIR),
+                            kernel_name="python3", progress_bar=False, log_output=False)
+    except Exception as err:
+        failed = out / "failed" / notebook.name
+        failed.parent.mkdir(exist_ok=True)
+        if partial.exists():
+            os.replace(partial, failed)
+        cell = getattr(err, "exec_count", None)
+        summary = f"{getattr(err, 'ename', type(err).__name__)}: {getattr(err, 'evalue', err)}"
+        raise NotebookFailed(notebook, failed, cell, summary) from err
+    os.replace(partial, target)
+    stale = out / "failed" / notebook.name
+    stale.unlink(missing_ok=True)
+    return target

@@ -1,0 +1,66 @@
+"""Config: defaults from SPEC.md, YAML and overrides, and errors that name the key and the fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from babel_utils.config import BabelConfig, from_namespace, load_config, parse_override
+from babel_utils.paths import CONFIGS_DIR
+
+
+def test_spec_defaults():
+    cfg = BabelConfig()
+    assert (cfg.n_experts, cfg.kmeans_iters, cfg.top_fraction, cfg.high_freq_threshold) == (256, 20, 0.10, 0.05)
+    assert (cfg.score, cfg.normalize, cfg.selection, cfg.split_method, cfg.cluster_matrix) == \
+        ("abs", "zscore", "cross_layer", "kmeans", "up")
+    assert cfg.languages == ("en", "fr", "es", "pt", "hi", "ur", "bn", "ar", "zh")
+    assert cfg.prune_ratios == (0.10, 0.25, 0.50) and cfg.expert_grid == (64, 128, 256, 512)
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    assert isinstance(load_config(path), BabelConfig)
+
+
+def test_overrides_are_parsed_as_yaml():
+    cfg = load_config(CONFIGS_DIR / "smoke.yaml", ["n_experts=8", "languages=[en, zh]", "top_fraction=0.2"])
+    assert cfg.n_experts == 8 and cfg.languages == ("en", "zh") and cfg.top_fraction == 0.2
+    assert parse_override("model=org/name") == ("model", "org/name")
+
+
+@pytest.mark.parametrize("overrides, words", [
+    ({"n_expert": 8}, ["Unknown config key", "n_expert", "n_experts"]),
+    ({"languages": ["en", "xx"]}, ["unknown language", "xx", "Known languages"]),
+    ({"score": "max"}, ["'score'", "abs, relu, signed"]),
+    ({"top_fraction": 1.5}, ["'top_fraction'", "(0, 1]"]),
+    ({"prune_ratios": [0.1, 1.0]}, ["prune_ratios", "[0, 1)"]),
+    ({"heldout_articles": [15, 25]}, ["heldout_articles", "overlap"]),
+    ({"text_source": "hf"}, ["text_dataset"]),
+    ({"languages": []}, ["languages"]),
+])
+def test_bad_values_name_the_key_and_the_allowed_values(overrides, words):
+    with pytest.raises(ValueError) as err:
+        load_config(None, overrides)
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_bad_override_syntax_and_missing_file(tmp_path):
+    with pytest.raises(ValueError, match="key=value"):
+        load_config(None, ["n_experts"])
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="mapping"):
+        load_config(bad)
+
+
+def test_from_namespace_takes_only_config_keys():
+    cfg = from_namespace({"n_experts": 64, "languages": ["en", "fr"], "plot_width": 3})
+    assert cfg.n_experts == 64 and cfg.languages == ("en", "fr")
+
+
+def test_config_is_frozen():
+    with pytest.raises(Exception):
+        BabelConfig().n_experts = 3

@@ -1,0 +1,142 @@
+"""Recording: hooks leave the model unchanged; counts match a plain reference; selection sizes."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from babel_utils.adapters import down_projs
+from babel_utils.counting import ExpertCounter, frequency_table, n_selected, record_counts
+from babel_utils.hooks import ffn_input_hooks
+from conftest import balanced_labels
+
+N_EXPERTS = 16
+
+
+def batch(tokenizer, texts):
+    enc = tokenizer(texts, return_tensors="pt", padding=True)
+    count = enc.attention_mask.bool() & (enc.input_ids != tokenizer.bos_token_id)
+    return enc.input_ids, enc.attention_mask, count
+
+
+TEXTS = ["All human beings are born free and equal in dignity and rights.",
+         "Everyone has the right to life, liberty and security of person. No one shall be held."]
+
+
+def reference_counts(model, input_ids, attention_mask, count, labels, k, score="abs", selection="cross_layer"):
+    """Plain reference: keep every activation, then score, z-score, select and count with loops."""
+    acts = {}
+    handles = [down.register_forward_pre_hook(lambda m, a, i=i: acts.__setitem__(i, a[0].detach().clone()))
+               for i, down in enumerate(down_projs(model))]
+    with torch.no_grad():
+        model(input_ids=input_ids, attention_mask=attention_mask)
+    for h in handles:
+        h.remove()
+    n_layers = len(acts)
+    counts = np.zeros((n_layers, N_EXPERTS), dtype=np.int64)
+    for b, t in zip(*np.nonzero(count.numpy())):
+        z = np.zeros((n_layers, N_EXPERTS))
+        for layer in range(n_layers):
+            h = acts[layer][b, t].numpy().astype(np.float64)
+            for e in range(N_EXPERTS):
+                part = h[labels[layer] == e]
+                z[layer, e] = {"abs": np.abs(part), "relu": np.maximum(part, 0), "signed": part}[score].sum()
+            z[layer] = (z[layer] - z[layer].mean()) / z[layer].std()
+        if selection == "cross_layer":
+            top = np.argsort(-z.ravel(), kind="stable")[:k]
+            for idx in top:
+                counts[idx // N_EXPERTS, idx % N_EXPERTS] += 1
+        else:
+            for layer in range(n_layers):
+                counts[layer, np.argsort(-z[layer], kind="stable")[:k]] += 1
+    return counts
+
+
+@pytest.mark.parametrize("score", ["abs", "relu", "signed"])
+@pytest.mark.parametrize("selection", ["cross_layer", "per_layer"])
+def test_counts_match_plain_reference(tiny, score, selection):
+    model, tokenizer = tiny
+    model = model.double()
+    input_ids, attention_mask, count = batch(tokenizer, TEXTS)
+    labels = balanced_labels(4, 256, N_EXPERTS)
+    got = record_counts(model, input_ids, attention_mask, count, labels, N_EXPERTS, batch_size=1,
+                        score=score, selection=selection)
+    k = n_selected(4, N_EXPERTS, 0.10, selection)
+    want = reference_counts(model, input_ids, attention_mask, count, labels, k, score, selection)
+    model.float()
+    np.testing.assert_array_equal(got.counts, want)
+    assert got.n_tokens == int(count.sum())
+
+
+def test_hooked_forward_returns_the_same_logits(tiny):
+    model, tokenizer = tiny
+    input_ids, attention_mask, _ = batch(tokenizer, TEXTS)
+    with torch.no_grad():
+        plain = model(input_ids=input_ids, attention_mask=attention_mask).logits
+        seen = []
+        with ffn_input_hooks(model, lambda layer, h: seen.append(layer)):
+            hooked = model(input_ids=input_ids, attention_mask=attention_mask).logits
+        after = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    assert seen == [0, 1, 2, 3]
+    assert torch.equal(plain, hooked) and torch.equal(plain, after)
+    assert all(not down._forward_pre_hooks for down in down_projs(model))
+
+
+def test_each_token_selects_exactly_k(tiny):
+    model, tokenizer = tiny
+    input_ids, attention_mask, count = batch(tokenizer, TEXTS)
+    labels = balanced_labels(4, 256, N_EXPERTS)
+    for fraction in [0.10, 0.25, 0.03]:
+        got = record_counts(model, input_ids, attention_mask, count, labels, N_EXPERTS, top_fraction=fraction)
+        k = math.ceil(round(fraction * 4 * N_EXPERTS, 9))
+        assert got.counts.sum() == k * got.n_tokens
+        assert got.counts.max() <= got.n_tokens
+
+
+def test_n_selected_is_robust_to_float_rounding():
+    assert n_selected(10, 256, 0.10, "cross_layer") == 256  # 0.1 * 2560 = 256.00000000000003
+    assert n_selected(18, 256, 0.10, "cross_layer") == 461
+    assert n_selected(18, 256, 0.10, "per_layer") == 26
+
+
+def test_bos_and_padding_never_count(tiny):
+    model, tokenizer = tiny
+    labels = balanced_labels(4, 256, N_EXPERTS)
+    input_ids, attention_mask, count = batch(tokenizer, TEXTS)
+    together = record_counts(model, input_ids, attention_mask, count, labels, N_EXPERTS)
+    apart = [record_counts(model, *batch(tokenizer, [text]), labels, N_EXPERTS) for text in TEXTS]
+    assert together.n_tokens == sum(a.n_tokens for a in apart) == int(count.sum())
+    assert (input_ids[:, 0] == tokenizer.bos_token_id).all() and (attention_mask == 0).any()
+    np.testing.assert_array_equal(together.counts, apart[0].counts + apart[1].counts)
+
+
+def test_block_counts_add_up_across_batches(tiny):
+    model, tokenizer = tiny
+    labels = balanced_labels(4, 256, N_EXPERTS)
+    input_ids, attention_mask, count = batch(tokenizer, TEXTS * 3)
+    got = record_counts(model, input_ids, attention_mask, count, labels, N_EXPERTS, batch_size=2, block=10)
+    assert got.block_tokens.sum() == got.n_tokens
+    assert (got.block_tokens[:-1] == 10).all()
+    np.testing.assert_array_equal(got.block_counts.sum(0), got.counts)
+
+
+def test_counter_memory_does_not_grow_with_tokens(tiny):
+    model, tokenizer = tiny
+    labels = balanced_labels(4, 256, N_EXPERTS)
+    counter = ExpertCounter(model, labels, N_EXPERTS, block=0)
+    for _ in range(3):
+        counter.add_batch(*batch(tokenizer, TEXTS))
+    assert counter.counts.dtype == torch.int64 and counter.counts.numel() == 4 * N_EXPERTS
+    assert counter.blocks == [] and all(s is None for s in counter._scores)
+
+
+def test_frequency_table_layout(tiny):
+    model, tokenizer = tiny
+    labels = balanced_labels(4, 256, N_EXPERTS)
+    counts = {"en": record_counts(model, *batch(tokenizer, TEXTS), labels, N_EXPERTS)}
+    table = frequency_table(counts)
+    assert list(table.columns) == ["language", "layer", "expert", "count", "n_tokens"]
+    assert len(table) == 4 * N_EXPERTS and table["count"].sum() == counts["en"].counts.sum()

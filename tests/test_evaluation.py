@@ -1,0 +1,275 @@
+"""Evaluation: perplexity and bits per byte against a by-hand reference, MGSM answer extraction and
+generation, X-CSQA log-likelihood scoring (tiny model, brute force and fake models), per-language metrics."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from babel_utils import data
+from babel_utils.adapters import d_ff, n_layers
+from babel_utils.config import BabelConfig
+from babel_utils.evaluation import (
+    choice_loglik_scores, evaluate_language, evaluate_mask, extract_answer, generate_greedy, mgsm_eval,
+    mgsm_prompt, perplexity, xcsqa_prompt,
+)
+from babel_utils.models import load_model
+from babel_utils.pruning import dense_spec, sorting_mask, MaskSpec
+from conftest import balanced_labels
+
+FIXTURES = Path(__file__).parent / "fixtures" / "xcsqa"
+TEXTS = ["Everyone has the right to take part in the government of his country.",
+         "Toute personne a droit à l'éducation. L'éducation doit être gratuite.",
+         "人人有权享有生活水准。 कोई भी व्यक्ति ابتدائی تعلیم মুফত"]
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return load_model("tiny-llama", device="cpu")
+
+
+# --------------------------------------------------------------------------- perplexity
+
+
+def _reference_nll(model, packed, bos_id) -> tuple[float, list[int]]:
+    """Sequence by sequence, no padding, log_softmax by hand."""
+    nll, targets = 0.0, []
+    mask = data.count_mask(packed, bos_id)
+    for ids, am, keep in zip(packed.input_ids, packed.attention_mask, mask):
+        n = int(am.sum())
+        with torch.no_grad():
+            logits = model(input_ids=ids[None, :n]).logits[0].double()
+        logp = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+        for t in range(1, n):
+            if keep[t]:
+                nll -= float(logp[t - 1, ids[t]])
+                targets.append(int(ids[t]))
+    return nll, targets
+
+
+@pytest.mark.parametrize("max_tokens", [0, 37])
+def test_perplexity_matches_reference(tiny, max_tokens):
+    model, tokenizer = tiny
+    result = perplexity(model, tokenizer, TEXTS, max_tokens=max_tokens, seq_len=24, batch_size=3)
+    packed = data.pack_tokens(tokenizer, TEXTS, 24, budget=max_tokens)
+    ref_nll, targets = _reference_nll(model, packed, tokenizer.bos_token_id)
+    assert result["n_tokens"] == len(targets) == packed.n_tokens
+    assert result["nll_sum"] == pytest.approx(ref_nll, rel=1e-5)
+    assert result["perplexity"] == pytest.approx(math.exp(ref_nll / len(targets)), rel=1e-5)
+    eos = tokenizer.eos_token_id
+    if max_tokens == 0:  # whole text scored: the texts' own bytes (EOS separators add none)
+        assert result["n_bytes"] == data.text_bytes(TEXTS)
+    else:  # byte tokenizer: one byte per scored non-special token
+        assert result["n_bytes"] == sum(t != eos for t in targets)
+    assert result["bits_per_byte"] == pytest.approx(ref_nll / math.log(2) / result["n_bytes"], rel=1e-5)
+
+
+def test_perplexity_needs_text(llama):
+    model, tokenizer = llama
+    with pytest.raises(ValueError, match="No held-out token"):
+        perplexity(model, tokenizer, [""], max_tokens=10, seq_len=8, batch_size=2)
+
+
+# --------------------------------------------------------------------------- MGSM extraction
+
+CASES = [
+    ("The answer is 42.", 42),
+    ("Janet sells 16 - 3 - 4 = 9 eggs. 9 * 2 = 18. The answer is 18.", 18),
+    ("She makes $18 every day.", 18),
+    ("Answer: 42\n\nQuestion: How many apples are 3 + 4?", 42),
+    (" 5 dollars.\nQuestion: Tom has 7 cats", 5),
+    ("Answer: 70,000 because 80,000 + 50,000", 70000),
+    ("Il a gagné 70\u202f000 dollars.", 70000),
+    ("Le total est 12\u00a0500 €", 12500),
+    ("La respuesta es 1.234.", 1234),
+    ("Er bezahlt 1.234,5 Euro", 1234.5),
+    ("It costs 1,234.5 dollars", 1234.5),
+    ("He ends with 3,5 liters", 3.5),
+    ("He ends with $3.50", 3.5),
+    ("The temperature is -7 degrees", -7),
+    ("The change is \u22123", -3),
+    ("10-4 = 6", 6),
+    ("So 0.125 of the cake", 0.125),
+    ("答案是１８。", 18),
+    ("所以她每天赚 18 美元。", 18),
+    ("الجواب هو ٤٢ دولارًا", 42),
+    ("المجموع ١٬٢٣٤", 1234),
+    ("उत्तर है १८ रुपये", 18),
+    ("উত্তর হল ১৮", 18),
+    ("Respuesta: 7 manzanas, porque 3 + 4 = 7. Luego 2 más.", 7),
+    ("Réponse : 25 élèves au total, pas 30.", 25),
+    ("1 2 3 4 5", 5),
+    ("The answer is eighteen.", None),
+    ("", None),
+]
+
+
+@pytest.mark.parametrize("text,expected", CASES)
+def test_extract_answer(text, expected):
+    got = extract_answer(text)
+    assert got == (None if expected is None else pytest.approx(expected))
+
+
+def test_mgsm_prompt_is_language_neutral():
+    assert mgsm_prompt(" How many? ", "fr") == "Question: How many?\nAnswer:"
+    assert mgsm_prompt("x", "zh") == mgsm_prompt("x", "en")
+
+
+# --------------------------------------------------------------------------- MGSM on a model
+
+
+def _continuation_reference(model, tokenizer, context: str, continuation: str) -> float:
+    ctx = tokenizer(context)["input_ids"]
+    cont = tokenizer(continuation, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([ctx + cont])
+    with torch.no_grad():
+        logp = model(input_ids=ids).logits[0].double().log_softmax(-1)
+    return sum(float(logp[len(ctx) + j - 1, t]) for j, t in enumerate(cont))
+
+
+def test_mgsm_eval_mechanics(llama):
+    model, tokenizer = llama
+    df = pd.DataFrame({"question": ["Tom has 3 apples and buys 4 more. How many?", "What is 2 + 2?",
+                                    "A farmer has 120 cows and sells half of them. How many are left?"],
+                       "answer": ["7", "4", "60"], "answer_number": [7.0, 4.0, 60.0], "lang": "en"})
+    side = tokenizer.padding_side
+    out = mgsm_eval(model, tokenizer, df, max_new_tokens=6, batch_size=2)
+    assert tokenizer.padding_side == side
+    assert len(out) == 3
+    assert {"generation", "predicted", "correct", "gold_loglik", "gold_loglik_mean",
+            "gold_tokens"} <= set(out.columns)
+    assert out["correct"].dtype == bool
+    for row in out.itertuples():
+        ref = _continuation_reference(model, tokenizer, mgsm_prompt(row.question), " " + row.answer)
+        assert row.gold_loglik == pytest.approx(ref, rel=1e-4)
+        assert row.gold_tokens == len((" " + row.answer).encode())
+        assert row.gold_loglik_mean == pytest.approx(row.gold_loglik / row.gold_tokens)
+    # batched (left-padded) greedy generation equals one prompt at a time
+    prompts = [mgsm_prompt(q) for q in df["question"]]
+    assert generate_greedy(model, tokenizer, prompts, 6, batch_size=3) == \
+        [generate_greedy(model, tokenizer, [p], 6, batch_size=1)[0] for p in prompts]
+
+
+# --------------------------------------------------------------------------- X-CSQA
+
+
+def test_choice_scores_match_brute_force(tiny):
+    model, tokenizer = tiny
+    # two English items and the French one in the original release's choice format
+    items = data.load_xcsqa("en", str(FIXTURES))[:2] + data.load_xcsqa("fr", str(FIXTURES))[2:]
+    out = choice_loglik_scores(model, tokenizer, items, batch_size=4)
+    assert len(out) == len(items)
+    for item, row in zip(items, out.itertuples()):
+        context = xcsqa_prompt(item["stem"])
+        ref = [_continuation_reference(model, tokenizer, context, " " + c) for c in item["choices"]]
+        assert row.n_choices == len(item["choices"]) == len(row.loglik)
+        np.testing.assert_allclose(row.loglik, ref, rtol=1e-4)
+        norm = np.array(ref) / np.array([len(" " + c) for c in item["choices"]])
+        assert row.predicted == int(np.argmax(norm))
+        assert row.predicted_sum == int(np.argmax(ref))
+        assert row.correct == (row.predicted == item["answer_index"])
+    assert 0.0 <= out["correct"].mean() <= 1.0
+
+
+class FakeLM(nn.Module):
+    """A 'model' whose next-token log-probabilities the test sets: `logits_fn(row_ids) -> [T, V]`."""
+
+    def __init__(self, vocab: int, logits_fn) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, 1)
+        self.vocab, self.logits_fn = vocab, logits_fn
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embed
+
+    def forward(self, input_ids, attention_mask=None, **kwargs):
+        return SimpleNamespace(logits=torch.stack([self.logits_fn(row.tolist()) for row in input_ids]))
+
+
+def _oracle(tokenizer, items, offset: int) -> FakeLM:
+    """Puts high probability on choice (answer_index + offset) of every item, uniform elsewhere."""
+    targets = {}
+    for item in items:
+        ctx = tuple(tokenizer(xcsqa_prompt(item["stem"]))["input_ids"])
+        choice = item["choices"][(item["answer_index"] + offset) % len(item["choices"])]
+        targets[ctx] = tokenizer(" " + choice, add_special_tokens=False)["input_ids"]
+    vocab = len(tokenizer)
+
+    def logits_fn(row):
+        logits = torch.zeros(len(row), vocab)
+        ctx = next(c for c in targets if tuple(row[:len(c)]) == c)
+        want = targets[ctx]
+        for p in range(len(ctx) - 1, min(len(row) - 1, len(ctx) - 1 + len(want))):
+            done = row[len(ctx):p + 1]
+            if done == want[:len(done)]:
+                logits[p, want[len(done)]] = 10.0
+        return logits
+    return FakeLM(vocab, logits_fn)
+
+
+@pytest.mark.parametrize("offset,accuracy", [(0, 1.0), (1, 0.0), (3, 0.0)])
+def test_choice_scores_with_fake_oracle(llama, offset, accuracy):
+    _, tokenizer = llama
+    items = data.load_xcsqa("en", str(FIXTURES)) + data.load_xcsqa("fr", str(FIXTURES))
+    out = choice_loglik_scores(_oracle(tokenizer, items, offset), tokenizer, items, batch_size=3)
+    assert out["correct"].mean() == accuracy
+    expected = [(it["answer_index"] + offset) % len(it["choices"]) for it in items]
+    assert out["predicted"].tolist() == expected
+
+
+def test_choice_scores_normalise_by_characters(llama):
+    _, tokenizer = llama
+    ids = {ch: tokenizer(ch, add_special_tokens=False)["input_ids"][0] for ch in " ab"}
+    vocab = len(tokenizer)
+    logp = torch.full((vocab,), math.log((1 - 2 * math.exp(-1) - math.exp(-3)) / (vocab - 3)))
+    logp[ids[" "]], logp[ids["a"]], logp[ids["b"]] = -1.0, -1.0, -3.0
+    fake = FakeLM(vocab, lambda row: logp.expand(len(row), vocab).clone())
+    items = [{"id": "x", "stem": "?", "choices": ["aaaa", "b"], "answer_index": 0}]
+    out = choice_loglik_scores(fake, tokenizer, items)
+    np.testing.assert_allclose(out.loc[0, "loglik"], [-5.0, -4.0], rtol=1e-5)
+    np.testing.assert_allclose(out.loc[0, "loglik_norm"], [-1.0, -2.0], rtol=1e-5)
+    assert out.loc[0, "predicted"] == 0 and out.loc[0, "predicted_sum"] == 1
+    assert bool(out.loc[0, "correct"]) and not bool(out.loc[0, "correct_sum"])
+
+
+# --------------------------------------------------------------------------- per language and mask
+
+
+def _small_cfg(tmp_path: Path) -> BabelConfig:
+    mgsm = tmp_path / "mgsm"
+    mgsm.mkdir()
+    (mgsm / "mgsm_en.tsv").write_text("What is 2 + 2?\t4\nTom has 3 apples and buys 4. How many?\t7\n",
+                                      encoding="utf-8")
+    return BabelConfig(languages=("en", "fr", "hi"), mgsm_dir=str(mgsm), mgsm_n=2, xcsqa_dataset=str(FIXTURES),
+                       xcsqa_n=2, eval_max_tokens=64, seq_len=32, batch_size=4, gen_max_new_tokens=4)
+
+
+def test_evaluate_language_and_mask(llama, tmp_path):
+    model, tokenizer = llama
+    cfg = _small_cfg(tmp_path)
+    heldout = {lang: data.heldout_texts(cfg, lang) for lang in cfg.languages}
+    en = evaluate_language(model, tokenizer, "en", cfg, heldout["en"])
+    assert set(en) == {"perplexity", "bits_per_byte", "mgsm_accuracy", "mgsm_gold_loglik",
+                       "mgsm_gold_loglik_per_token", "xcsqa_accuracy"}
+    assert en["perplexity"] > 1 and en["bits_per_byte"] > 0 and 0 <= en["xcsqa_accuracy"] <= 1
+    fr = evaluate_language(model, tokenizer, "fr", cfg, heldout["fr"])  # no mgsm_fr.tsv here: left out
+    assert set(fr) == {"perplexity", "bits_per_byte", "xcsqa_accuracy"}
+    hi = evaluate_language(model, tokenizer, "hi", cfg, heldout["hi"])  # nor X-CSQA-hi in the fixtures
+    assert set(hi) == {"perplexity", "bits_per_byte"}
+
+    labels = balanced_labels(n_layers(model), d_ff(model), 16)
+    dense_rows = evaluate_mask(model, tokenizer, labels, dense_spec("en", 4, 16), {"en": heldout["en"]}, cfg)
+    assert {r["metric"]: r["value"] for r in dense_rows} == pytest.approx(en)
+    mask = sorting_mask(np.random.default_rng(0).random((4, 16)), 0.5)
+    rows = evaluate_mask(model, tokenizer, labels, MaskSpec("en", "sorting", 0.5, None, mask),
+                         {"en": heldout["en"]}, cfg)
+    assert set(rows[0]) == {"language", "target", "method", "ratio", "seed", "metric", "value"}
+    ppl = {r["metric"]: r["value"] for r in rows}["perplexity"]
+    assert ppl != pytest.approx(en["perplexity"])

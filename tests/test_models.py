@@ -1,0 +1,69 @@
+"""Model loading: tiny models, local folders (the hub code path), built-in GGUF models, adapters."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from babel_utils import adapters
+from babel_utils.models import BUILTIN_MODELS, _gguf_parts, load_model, tiny_model
+
+
+def test_adapter_finds_gated_ffn(tiny):
+    model, _ = tiny
+    gate, up, down = adapters.projections(model, 0)
+    assert (gate.out_features, up.out_features, down.in_features) == (256, 256, 256)
+    assert adapters.n_layers(model) == 4 and adapters.d_ff(model) == 256
+    assert adapters.body(model) is model.model
+
+
+def test_unknown_architecture_names_the_supported_ones():
+    class Fake(nn.Module):
+        config = type("C", (), {"model_type": "gpt2"})()
+
+    with pytest.raises(ValueError) as err:
+        adapters.get_adapter(Fake())
+    assert "gpt2" in str(err.value) and "llama" in str(err.value) and "gemma3_text" in str(err.value)
+
+
+def test_unknown_model_name_is_a_clear_error():
+    with pytest.raises(ValueError, match="built-in models: gemma-3-270m"):
+        load_model("gemma-270m")
+    with pytest.raises(ValueError, match="tiny models"):
+        tiny_model("tiny-gpt")
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gemma3"])
+def test_local_folder_loads_like_a_hub_id(tmp_path, name):
+    model, tokenizer = load_model(name, device="cpu")
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    again, tok = load_model(str(tmp_path), device="cpu")
+    ids = tok(["Hello"], return_tensors="pt").input_ids
+    with torch.no_grad():
+        torch.testing.assert_close(again(ids).logits, model(ids).logits)
+    assert again.config.model_type == model.config.model_type
+
+
+def test_tiny_models_are_deterministic():
+    a, b = tiny_model("tiny-llama", seed=1), tiny_model("tiny-llama", seed=1)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_builtin_gguf_files_are_found_without_importing_their_packages():
+    for name, spec in BUILTIN_MODELS.items():
+        parts = _gguf_parts(spec)
+        assert parts and all(p.exists() for p in parts), name
+    assert [p.name[-2:] for p in _gguf_parts(BUILTIN_MODELS["gemma-3-270m"])] == ["00", "01", "02", "03"]
+
+
+def test_smollm2_dequantizes_once_and_loads(monkeypatch):
+    model, tokenizer = load_model("smollm2-135m-instruct", device="cpu")
+    assert model.config.model_type == "llama" and adapters.d_ff(model) == 1536
+    monkeypatch.setattr("babel_utils.models._assemble_gguf", lambda *a: pytest.fail("dequantized twice"))
+    load_model("smollm2-135m-instruct", device="cpu")
+    ids = tokenizer("The capital of France is", return_tensors="pt").input_ids
+    with torch.no_grad():
+        out = model.generate(ids, max_new_tokens=3, do_sample=False)
+    assert "Paris" in tokenizer.decode(out[0])

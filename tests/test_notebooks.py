@@ -1,0 +1,53 @@
+"""Notebook conventions: a title cell, a literal `parameters` cell papermill can read, no helpers."""
+
+from __future__ import annotations
+
+import ast
+
+import nbformat
+import papermill as pm
+import pytest
+
+from babel_utils.config import FIELD_NAMES, BabelConfig
+from babel_utils.paths import NOTEBOOKS_DIR
+
+NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+DEFAULTS = BabelConfig().to_dict()
+
+
+def parameters_cell(nb) -> ast.Module:
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, "exactly one cell tagged `parameters`"
+    return ast.parse(cells[0].source)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_follows_the_conventions(path):
+    nb = nbformat.read(path, as_version=4)
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    for word in ("**Computes**", "**Reads**", "**Writes**"):
+        assert word in nb.cells[0].source, f"title cell says what it {word}"
+    first_code = next(c for c in nb.cells if c.cell_type == "code")
+    assert "parameters" in first_code.metadata.get("tags", []), "the first code cell holds the parameters"
+    tree = parameters_cell(nb)
+    names = []
+    for node in tree.body:
+        assert isinstance(node, ast.Assign), f"only assignments in the parameters cell: {ast.unparse(node)}"
+        ast.literal_eval(node.value)  # literals only
+        names.append(node.targets[0].id)
+    assert set(pm.inspect_notebook(str(path))) == set(names), "papermill reads every parameter"
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "injected-parameters" not in cell.metadata.get("tags", []):
+            code = ast.parse(cell.source)
+            assert not any(isinstance(n, (ast.FunctionDef, ast.ClassDef)) for n in ast.walk(code)), \
+                "no helper functions in notebooks: they belong in babel_utils"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_parameter_defaults_are_the_config_defaults(path):
+    tree = parameters_cell(nbformat.read(path, as_version=4))
+    for node in tree.body:
+        name, value = node.targets[0].id, ast.literal_eval(node.value)
+        if name in FIELD_NAMES and name != "run_name":
+            want = DEFAULTS[name]
+            assert (list(value) if isinstance(value, tuple) else value) == want, f"{path.name}: {name}"

@@ -1,0 +1,108 @@
+"""Every figure function returns a labelled figure; save_figure writes PNG and PDF atomically."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from babel_utils import analysis, paths, plotting, similarity  # noqa: E402
+from babel_utils.languages import PAPER_LANGUAGES  # noqa: E402
+
+LANGS = list(PAPER_LANGUAGES)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    plotting.set_style()
+    yield
+    plt.close("all")
+
+
+@pytest.fixture(scope="module")
+def F() -> np.ndarray:
+    return np.random.default_rng(0).random((len(LANGS), 18, 256)) ** 4 * 0.2
+
+
+def _labels(fig):
+    """(xlabel, ylabel) of every visible axes and the colour-bar labels of a figure."""
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    return [(ax.get_xlabel(), ax.get_ylabel()) for ax in axes]
+
+
+def _assert_labelled(fig, cbar_label=None):
+    labels = _labels(fig)
+    assert any(x and y for x, y in labels), labels
+    if cbar_label is not None:
+        assert any(cbar_label in (x, y) for x, y in labels), labels
+
+
+def test_heatmap_grid_shared_scale_and_order(F):
+    fig = plotting.heatmap_grid(F, LANGS, "Activation frequency")
+    _assert_labelled(fig, plotting.FREQ_LABEL)
+    images = [im for ax in fig.axes for im in ax.get_images()]
+    assert len(images) == len(LANGS)
+    assert {im.get_clim() for im in images} == {(0.0, float(F.max()))}
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "English" in titles and "Chinese" in titles
+    order = plotting.order_by_mean_frequency(F)
+    assert order.shape == (18, 256) and (order[:, 0] == F.mean(0).argmax(-1)).all()
+    sorted_fig = plotting.heatmap_grid(F, LANGS, "sorted", order=order)
+    first = sorted_fig.axes[0].get_images()[0].get_array()
+    assert np.allclose(first, np.take_along_axis(F[0], order, axis=1))
+    _assert_labelled(plotting.heatmap_single(F[0], "en", order=order), plotting.FREQ_LABEL)
+
+
+def test_diff_heatmap_diverging_centred(F):
+    fig = plotting.diff_heatmap(F[:3] - F[3:6], LANGS[:3])
+    _assert_labelled(fig, plotting.DIFF_LABEL)
+    vmin, vmax = fig.axes[0].get_images()[0].get_clim()
+    assert vmin == -vmax and vmax > 0
+
+
+def test_analysis_and_similarity_plots(F):
+    counts = analysis.expert_counts_per_layer(F, LANGS, 0.05)
+    sweep = analysis.threshold_sweep(F, LANGS, [0.01, 0.05, 0.1])
+    dist = similarity.euclidean_matrix(F, LANGS)
+    Z, _ = similarity.dendrogram_linkage(dist)
+    per_layer = similarity.per_layer_similarity(F, LANGS, "pearson")
+    perm = similarity.group_permutation_test(dist, n_permutations=200)
+    diff = analysis.instruction_tuning_diff(F, F[::-1], LANGS)
+    figures = {
+        "layer_distribution": plotting.layer_distribution(F, LANGS),
+        "counts": plotting.counts_per_layer_plot(counts),
+        "sweep": plotting.threshold_sweep_plot(sweep),
+        "permutation": plotting.permutation_plot(perm),
+        "change": plotting.mean_abs_change_plot(diff.per_layer),
+    }
+    for fig in figures.values():
+        _assert_labelled(fig)
+    _assert_labelled(plotting.matrix_heatmap(dist, "Euclidean", "Euclidean distance"), "Euclidean distance")
+    _assert_labelled(plotting.per_layer_similarity_plot(per_layer), "Pearson correlation")
+    dendro = plotting.dendrogram_plot(Z, LANGS, distance_label="Euclidean distance")
+    _assert_labelled(dendro)
+    leaves = " ".join(t.get_text() for t in dendro.axes[0].get_yticklabels())
+    assert "Urdu — Indo-European / Indic / Arabic script" in leaves and "Chinese" in leaves
+    assert f"p = {perm.p_value:.3g}" in figures["permutation"].axes[0].get_title()
+
+
+def test_save_figure_writes_png_and_pdf(tmp_path, monkeypatch, F):
+    monkeypatch.setattr(paths, "FIGURES_DIR", tmp_path / "repo_figures")
+    monkeypatch.delenv("BABEL_FIGURES_DIR", raising=False)
+    fig = plotting.heatmap_single(F[0], "en")
+    plotting.save_figure(fig, "heatmap_en", run_dir=tmp_path / "myrun")
+    repo, run = tmp_path / "repo_figures" / "myrun", tmp_path / "myrun" / "figures"
+    expected = {repo / "heatmap_en.png", repo / "heatmap_en.pdf", run / "heatmap_en.png", run / "heatmap_en.pdf"}
+    assert {p for p in tmp_path.rglob("*.p[dn][fg]")} == expected
+    for path in expected:
+        assert path.stat().st_size > 0
+    assert (run / "heatmap_en.png").read_bytes()[:4] == b"\x89PNG"
+    assert (repo / "heatmap_en.pdf").read_bytes()[:4] == b"%PDF"
+    assert sorted(p.name for p in run.iterdir()) == ["heatmap_en.pdf", "heatmap_en.png"]  # no temp files left
+    assert plt.fignum_exists(fig.number)  # not closed: the notebook displays it
+    plotting.save_figure(fig, "only_repo.png")
+    assert {p.name for p in (tmp_path / "repo_figures").glob("only_repo.*")} == {"only_repo.png", "only_repo.pdf"}

@@ -1,0 +1,244 @@
+"""Pruning masks (sizes, per-layer counts, baselines, errors) and applying them (hooks, slicing, top-k)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from babel_utils.adapters import d_ff, down_projs, n_layers, projections
+from babel_utils.config import BabelConfig
+from babel_utils.counting import expert_scores
+from babel_utils.hooks import ffn_input_hooks
+from babel_utils.pruning import (
+    METHODS, MaskSpec, activation_levels, apply_mask, build_masks, check_method, dynamic_spec, dynamic_topk,
+    layerwise_counts, layerwise_mask, make_mask, mask_overlap, mask_table, masks_from_results, masks_to_results,
+    physically_prune, pruned_per_layer, random_mask, random_masks_like, resolve_top_k, sorting_mask,
+    threshold_mask,
+)
+from conftest import balanced_labels
+
+L, E = 6, 40
+
+
+@pytest.fixture
+def freqs() -> np.ndarray:
+    return np.random.default_rng(0).random((L, E))
+
+
+def test_threshold_mask_prunes_below_threshold(freqs):
+    mask = threshold_mask(freqs, 0.3)
+    assert mask.dtype == bool and mask.shape == (L, E)
+    assert np.array_equal(mask, freqs >= 0.3)
+    assert threshold_mask(np.full((2, 3), 0.05)).all()  # f == 0.05 is kept: only f < 0.05 goes
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.1, 0.25, 0.5, 0.9])
+def test_sorting_mask_global_prunes_the_lowest(freqs, ratio):
+    mask = sorting_mask(freqs, ratio, "global")
+    n = int(np.floor(ratio * L * E + 0.5))
+    assert (~mask).sum() == n
+    if 0 < n < L * E:
+        assert freqs[~mask].max() <= freqs[mask].min()
+
+
+@pytest.mark.parametrize("ratio", [0.1, 0.25, 0.5])
+def test_sorting_mask_per_layer_same_count_everywhere(freqs, ratio):
+    mask = sorting_mask(freqs, ratio, "per_layer")
+    n = int(np.floor(ratio * E + 0.5))
+    assert (pruned_per_layer(mask) == n).all()
+    for layer in range(L):
+        assert freqs[layer][~mask[layer]].max() <= freqs[layer][mask[layer]].min()
+
+
+def test_sorting_ties_break_by_layer_then_expert():
+    f = np.zeros((2, 4))
+    mask = sorting_mask(f, 0.25, "global")  # 2 of 8, all tied: layer 0's experts 0 and 1
+    assert np.flatnonzero(~mask.ravel()).tolist() == [0, 1]
+    assert np.array_equal(sorting_mask(f, 0.5, "per_layer"), [[False, False, True, True]] * 2)
+
+
+def test_layerwise_same_total_as_uniform_and_active_layers_lose_fewer(freqs):
+    levels = np.array([0.05, 0.10, 0.15, 0.20, 0.22, 0.28])
+    for ratio in (0.1, 0.25, 0.5, 0.9):
+        counts = layerwise_counts(levels, ratio, E)
+        assert counts.sum() == int(np.floor(ratio * E + 0.5)) * L
+        assert (np.diff(counts) <= 0).all()  # levels increase, so counts never increase
+        assert counts.max() <= E - 1
+        mask = layerwise_mask(freqs, levels, ratio)
+        assert np.array_equal(pruned_per_layer(mask), counts)
+        for layer in range(L):  # within a layer the lowest frequencies go
+            if 0 < counts[layer] < E:
+                assert freqs[layer][~mask[layer]].max() <= freqs[layer][mask[layer]].min()
+    counts = layerwise_counts(levels, 0.25, E)
+    assert counts[0] > counts[-1]
+
+
+def test_layerwise_uniform_levels_equal_uniform_sorting(freqs):
+    mask = layerwise_mask(freqs, np.full(L, 1 / L), 0.25)
+    levels = activation_levels(freqs)
+    assert levels.shape == (L,) and levels.sum() == pytest.approx(1.0)
+    assert np.array_equal(mask, sorting_mask(freqs, 0.25, "per_layer"))
+
+
+def test_layerwise_caps_a_silent_layer_and_keeps_the_total():
+    counts = layerwise_counts(np.array([0.0, 0.5, 0.5]), 0.5, 10)
+    assert counts.tolist() == [9, 3, 3]
+
+
+def test_random_baseline_matches_per_layer_counts(freqs):
+    ref = sorting_mask(freqs, 0.25, "global")
+    masks = random_masks_like(ref, [0, 1, 2])
+    for m in masks:
+        assert np.array_equal(pruned_per_layer(m), pruned_per_layer(ref))
+    assert not np.array_equal(masks[0], masks[1])
+    assert np.array_equal(random_mask(pruned_per_layer(ref), E, 1), masks[1])  # seeded
+    assert 0.0 <= mask_overlap(ref, masks[0]) < 1.0
+    assert mask_overlap(ref, ref) == 1.0
+
+
+@pytest.mark.parametrize("ratio", [1.0, -0.1, 1.5])
+def test_bad_ratio_names_value_and_range(freqs, ratio):
+    with pytest.raises(ValueError, match=r"\[0, 1\)") as err:
+        sorting_mask(freqs, ratio)
+    assert str(ratio) in str(err.value)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        layerwise_mask(freqs, np.ones(L), ratio)
+
+
+def test_unknown_method_names_known_methods(freqs):
+    with pytest.raises(ValueError, match="known methods: threshold, sorting, layerwise, random, dynamic"):
+        check_method("magnitude")
+    with pytest.raises(ValueError, match="magnitude"):
+        make_mask("magnitude", freqs, 0.1)
+    assert set(METHODS) == {"threshold", "sorting", "layerwise", "random", "dynamic"}
+    assert np.array_equal(make_mask("sorting", freqs, 0.5, mode="per_layer"),
+                          sorting_mask(freqs, 0.5, "per_layer"))
+
+
+def test_build_masks_covers_every_method_and_errors_for_missing_language(freqs):
+    cfg = BabelConfig(languages=("en", "fr"), prune_ratios=(0.1, 0.5), random_seeds=(0, 1))
+    F = {"en": freqs, "fr": freqs[::-1].copy()}
+    levels = {"en": np.linspace(1, 2, L), "fr": np.linspace(2, 1, L)}
+    specs = build_masks(F, levels, cfg)
+    # per language: 1 threshold + per ratio (sorting + layerwise + 2 random)
+    assert len(specs) == 2 * (1 + 2 * 4)
+    thr = [s for s in specs if s.method == "threshold"][0]
+    assert thr.ratio == pytest.approx((freqs < cfg.high_freq_threshold).mean())
+    for s in specs:
+        if s.method == "random":
+            sort = next(x for x in specs
+                        if x.method == "sorting" and x.ratio == s.ratio and x.language == s.language)
+            assert np.array_equal(pruned_per_layer(s.mask), pruned_per_layer(sort.mask))
+        if s.method == "sorting":
+            assert (~s.mask).sum() == int(np.floor(s.ratio * L * E + 0.5))  # global mode by default
+    table = mask_table(specs)
+    assert set(table.columns) >= {"method", "ratio", "seed", "layer", "pruned"}
+    assert len(table) == len(specs) * L
+    restored = masks_from_results(masks_to_results(specs))
+    assert [(s.language, s.method, s.ratio, s.seed) for s in restored] == \
+        [(s.language, s.method, s.ratio, s.seed) for s in specs]
+    assert all(np.array_equal(a.mask, b.mask) for a, b in zip(restored, specs))
+    with pytest.raises(ValueError, match="'hi' has no activation frequencies"):
+        build_masks(F, levels, cfg.replace(languages=("en", "hi")))
+
+
+def test_mask_table_of_bare_masks(freqs):
+    table = mask_table({"a": sorting_mask(freqs, 0.5, "per_layer")})
+    assert table["pruned"].tolist() == [20] * L and (table["method"] == "a").all()
+
+
+def test_resolve_top_k_default():
+    assert resolve_top_k(BabelConfig(), 256) == 192
+    assert resolve_top_k(BabelConfig(dynamic_top_k=10), 256) == 10
+
+
+# --------------------------------------------------------------------------- on tiny models
+
+
+def _inputs(tokenizer):
+    return tokenizer(["Article 3. Everyone has the right to life, liberty and security of person."],
+                     return_tensors="pt")
+
+
+@pytest.mark.parametrize("mode", ["global", "per_layer"])
+def test_physically_pruned_equals_masked_logits(tiny, mode):
+    model, tokenizer = tiny
+    n_experts = 16
+    labels = balanced_labels(n_layers(model), d_ff(model), n_experts, seed=5)
+    mask = sorting_mask(np.random.default_rng(1).random((n_layers(model), n_experts)), 0.4, mode)
+    enc = _inputs(tokenizer)
+    with torch.no_grad():
+        with apply_mask(model, labels, mask):
+            masked = model(**enc).logits
+        sliced_model = physically_prune(model, labels, mask)
+        sliced = sliced_model(**enc).logits
+    torch.testing.assert_close(sliced, masked, rtol=1e-4, atol=1e-4)
+    widths = [projections(sliced_model, i)[1].out_features for i in range(n_layers(model))]
+    assert widths == [int(mask[i].sum()) * (d_ff(model) // n_experts) for i in range(n_layers(model))]
+    assert projections(model, 0)[1].out_features == d_ff(model) == 256  # the original is untouched
+    expected = widths[0] if len(set(widths)) == 1 else 256  # updated only when every layer agrees
+    assert sliced_model.config.intermediate_size == expected
+    assert sliced_model.config.pruned_intermediate_sizes == widths
+
+
+def test_dense_mask_gives_dense_logits_and_hooks_are_removed(tiny):
+    model, tokenizer = tiny
+    labels = balanced_labels(n_layers(model), d_ff(model), 16, seed=2)
+    dense_mask = np.ones((n_layers(model), 16), dtype=bool)
+    enc = _inputs(tokenizer)
+    with torch.no_grad():
+        dense = model(**enc).logits
+        with apply_mask(model, labels, dense_mask):
+            assert all(len(d._forward_pre_hooks) == 1 for d in down_projs(model))
+            masked = model(**enc).logits
+        assert all(len(d._forward_pre_hooks) == 0 for d in down_projs(model))
+        sliced = physically_prune(model, labels, dense_mask)(**enc).logits
+        with apply_mask(model, labels, sorting_mask(np.random.default_rng(0).random((4, 16)), 0.5)):
+            pruned = model(**enc).logits
+        again = model(**enc).logits
+    assert torch.equal(masked, dense) and torch.equal(sliced, dense) and torch.equal(again, dense)
+    assert not torch.allclose(pruned, dense)
+
+
+def test_hooks_removed_after_an_error(tiny):
+    model, _ = tiny
+    labels = balanced_labels(n_layers(model), d_ff(model), 16)
+    with pytest.raises(RuntimeError):
+        with apply_mask(model, labels, np.ones((4, 16), dtype=bool)):
+            raise RuntimeError("boom")
+    assert all(len(d._forward_pre_hooks) == 0 for d in down_projs(model))
+
+
+def test_mask_shape_must_fit_labels(tiny):
+    model, _ = tiny
+    labels = balanced_labels(n_layers(model), d_ff(model), 16)
+    with pytest.raises(ValueError, match="does not fit"):
+        with apply_mask(model, labels, np.ones((4, 8), dtype=bool)):
+            pass
+
+
+@pytest.mark.parametrize("k", [1, 5, 16])
+def test_dynamic_topk_keeps_exactly_k_experts_per_token(tiny, k):
+    model, tokenizer = tiny
+    n_experts = 16
+    labels = balanced_labels(n_layers(model), d_ff(model), n_experts, seed=7)
+    perms = [torch.as_tensor(np.argsort(labels[i], kind="stable")) for i in range(n_layers(model))]
+    active: list[torch.Tensor] = []
+
+    def count(layer, h):
+        active.append((expert_scores(h, perms[layer], n_experts, "abs") > 0).sum(-1))
+    enc = _inputs(tokenizer)
+    with torch.no_grad(), dynamic_topk(model, labels, k), ffn_input_hooks(model, count):
+        model(**enc)
+    assert len(active) == n_layers(model)
+    assert all((a == k).all() for a in active)
+    assert all(len(d._forward_pre_hooks) == 0 for d in down_projs(model))
+    spec = dynamic_spec("en", 4, n_experts, k)
+    assert spec.top_k == k and spec.ratio == pytest.approx(1 - k / n_experts)
+
+
+def test_mask_spec_names():
+    m = np.ones((2, 4), dtype=bool)
+    assert MaskSpec("en", "random", 0.25, 1, m).name == "random@0.25#1"
+    assert MaskSpec("en", "sorting", 0.5, None, m).name == "sorting@0.5"

@@ -1,0 +1,36 @@
+"""`babel run`: bad input ends in a clear error before anything is written."""
+
+from __future__ import annotations
+
+import pytest
+
+from babel_utils import cli, paths
+from babel_utils.paths import CONFIGS_DIR
+
+SMOKE = str(CONFIGS_DIR / "smoke.yaml")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--set", "model=gpt-nano"], ["Unknown model", "gpt-nano", "gemma-3-270m"]),
+    (["--set", "languages=[en, xx]"], ["unknown language", "xx"]),
+    (["--set", "n_expert=4"], ["Unknown config key", "n_expert"]),
+    (["--set", "n_experts=24"], ["n_experts=24 does not divide d_ff=256", "choose a divisor"]),
+    (["--set", "text_source=files", "--set", "text_files={en: EMPTY, fr: EMPTY, hi: EMPTY}"],
+     ["en", "empty"]),
+    (["--only", "09"], ["unknown notebook", "09"]),
+])
+def test_bad_input_is_a_clear_error_and_leaves_nothing(tmp_path, capsys, args, words):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n\n")
+    args = [a.replace("EMPTY", str(empty)) for a in args]
+    assert cli.main(["run", SMOKE, *args]) == 2
+    message = capsys.readouterr().err
+    for word in words:
+        assert word.lower() in message.lower(), message
+    assert not paths.runs_dir().exists() or not any(paths.runs_dir().iterdir())
+    assert not paths.stage_cache_dir().exists()
+
+
+def test_missing_config_file(capsys):
+    assert cli.main(["run", "configs/nope.yaml"]) == 2
+    assert "does not exist" in capsys.readouterr().err

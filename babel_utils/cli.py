@@ -7,8 +7,11 @@ import logging
 import sys
 from typing import Sequence
 
+from pathlib import Path
+
 from . import runner
-from .paths import results_dir, run_figures_dir
+from .paths import results_dir, run_figures_dir, runs_dir
+from .report import RunStatus, sweep_report
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -21,16 +24,48 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--only", default="", help="comma-separated notebook numbers, e.g. 01,02")
     run.add_argument("--publish", action="store_true",
                      help="also write the executed notebooks over notebooks/ (refreshes the committed ones)")
+    sweep = sub.add_parser("sweep", help="run several configs (models x language sets), then build the report")
+    sweep.add_argument("configs", nargs="+", help="YAML configs")
+    sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a key in every config (repeatable)")
+    sweep.add_argument("--only", default="", help="comma-separated notebook numbers")
+    sweep.add_argument("--report", default=str(runs_dir() / "report"), help="folder of the HTML report")
+    report = sub.add_parser("report", help="HTML report of existing run folders")
+    report.add_argument("runs", nargs="+", help="run folders, e.g. runs/default")
+    report.add_argument("--out", default=str(runs_dir() / "report"), help="folder of the HTML report")
     return parser
+
+
+def _only(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    statuses = runner.sweep(args.configs, args.overrides, only=_only(args.only))
+    index = sweep_report(statuses, Path(args.report))
+    failed = [s for s in statuses if not s.ok]
+    print(f"Sweep: {len(statuses) - len(failed)} of {len(statuses)} runs finished; report: {index}")
+    for status in failed:
+        print(f"  FAILED {status.config}: {status.error}")
+    return 1 if failed else 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    statuses = [RunStatus(str(run), Path(run)) for run in args.runs]
+    print(f"Report: {sweep_report(statuses, Path(args.out))}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `babel`."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    only = [part.strip() for part in args.only.split(",") if part.strip()]
+    if args.command == "sweep":
+        return _sweep(args)
+    if args.command == "report":
+        return _report(args)
     try:
-        result = runner.run(args.config, args.overrides, only=only, publish=args.publish)
+        result = runner.run(args.config, args.overrides, only=_only(args.only), publish=args.publish)
     except (ValueError, FileNotFoundError, runner.NotebookFailed) as err:
         print(f"babel: error: {err}", file=sys.stderr)
         return 2

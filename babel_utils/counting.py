@@ -25,6 +25,11 @@ class LanguageCounts:
     block_tokens: np.ndarray  # int64 [n_blocks]
 
 
+def _real_device(device: torch.device) -> torch.device:
+    """A device that holds data: "meta" (weights offloaded by accelerate) means the CPU."""
+    return torch.device("cpu") if device.type == "meta" else device
+
+
 def n_selected(n_layers: int, n_experts: int, top_fraction: float, selection: str) -> int:
     """Experts selected per token: ceil(top_fraction * L * E) across layers, or per layer."""
     pool = n_layers * n_experts if selection == "cross_layer" else n_experts
@@ -74,10 +79,11 @@ class ExpertCounter:
         self.n_experts = n_experts
         self.score, self.normalize, self.selection, self.block = score, normalize, selection, block
         self.k = n_selected(self.n_layers, n_experts, top_fraction, selection)
-        self.device = model_device(model)
+        self.device = _real_device(model_device(model))
         downs = down_projs(model)
-        # Neurons of expert e sit at perm[e*m:(e+1)*m]; each layer's perm lives on its layer's device.
-        self.perms = [torch.as_tensor(np.argsort(labels[i], kind="stable")).to(downs[i].weight.device)
+        # Neurons of expert e sit at perm[e*m:(e+1)*m]; each layer's perm lives on its layer's device
+        # (the CPU for a layer offloaded by accelerate, whose weights sit on "meta"; see _hook).
+        self.perms = [torch.as_tensor(np.argsort(labels[i], kind="stable")).to(_real_device(downs[i].weight.device))
                       for i in range(self.n_layers)]
         self.counts = torch.zeros(self.n_layers * n_experts, dtype=torch.int64, device=self.device)
         self.n_tokens = 0
@@ -87,7 +93,10 @@ class ExpertCounter:
         self._scores: list[torch.Tensor | None] = [None] * self.n_layers
 
     def _hook(self, layer: int, h: torch.Tensor) -> None:
-        s = expert_scores(h.reshape(-1, h.shape[-1]), self.perms[layer], self.n_experts, self.score)
+        perm = self.perms[layer]
+        if perm.device != h.device:  # an offloaded layer (accelerate) runs elsewhere than its weights sit
+            perm = self.perms[layer] = perm.to(h.device)
+        s = expert_scores(h.reshape(-1, h.shape[-1]), perm, self.n_experts, self.score)
         s = s[self._mask.to(s.device)]  # mask the small score matrix, not the wide activations
         if self.normalize == "zscore":
             s = zscore(s)

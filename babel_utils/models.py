@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .adapters import get_adapter
+from .adapters import ADAPTERS, get_adapter
 from .paths import model_cache_dir
 
 log = logging.getLogger(__name__)
@@ -168,6 +168,9 @@ def ffn_width(name: str) -> int:
         return tiny_model(name).config.intermediate_size
     source = str(dequantized_path(name)) if name in BUILTIN_MODELS else name
     config = AutoConfig.from_pretrained(source)
+    if config.model_type not in ADAPTERS:
+        raise ValueError(f"Unsupported architecture {config.model_type!r} of {name}: babel knows gated FFNs of "
+                         f"{', '.join(sorted(ADAPTERS))}. Add a row to ADAPTERS in babel_utils/adapters.py.")
     config = getattr(config, "text_config", config)
     return int(config.intermediate_size)
 

@@ -511,3 +511,206 @@ def overlap_plot(overlap: pd.DataFrame) -> Figure:
     ax.set(xlabel="language", ylabel="Jaccard index", ylim=(0, 1.08),
            title="Overlap of high-frequency experts, base vs tuned (labels: n base / n tuned)")
     return fig
+
+
+# --------------------------------------------------------------------------- notebooks 07-08 (pruning)
+
+METHOD_COLOURS = {"sorting": "C0", "layerwise": "C2", "random": "0.45", "threshold": "C3", "dynamic": "C4",
+                  "dense": "black"}
+import matplotlib.colors as _mcolors  # noqa: E402  (appended section)
+
+
+def _prune_language_lines(ax, df: pd.DataFrame, y: str, **kwargs) -> None:
+    """One line per language of df (columns language, layer, y), in the languages' order of appearance."""
+    for i, (lang, part) in enumerate(df.groupby("language", sort=False)):
+        part = part.sort_values("layer")
+        ax.plot(part["layer"], part[y], color=f"C{i % 10}", label=language_name(lang), **kwargs)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _prune_legend(fig: Figure, ax) -> None:
+    """The axes' legend entries once, to the right of the figure."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", frameon=False, fontsize="small")
+
+
+KEEP_DROP_COLOURS = {"kept by both": "#f2f2f2", "pruned by both": "#08306b", "kept by A only": "#e6550d",
+                     "kept by B only": "#31a354"}
+
+
+def pruned_share_plot(table: pd.DataFrame, threshold: float = 0.05) -> Figure:
+    """Share of each layer's experts pruned, per method (from pruning.mask_table of every language).
+
+    Threshold: one line per language. Sorting and layer-wise: one line per ratio, the mean over target
+    languages with their range as a band (random masks copy sorting's per-layer counts).
+    """
+    t = table.assign(share=table["pruned"] / table["n_experts"])
+    fig, axes = plt.subplots(1, 3, figsize=(15.0, 4.2), sharey=True, constrained_layout=True)
+    thr = t[t["method"] == "threshold"]
+    _prune_language_lines(axes[0], thr, "share", marker=".", lw=1)
+    mean_thr = thr.groupby("language")["share"].mean()
+    axes[0].set_title(f"Threshold f < {threshold:g} ({mean_thr.min():.0%}-{mean_thr.max():.0%} of all experts)"
+                      if len(mean_thr) else "Threshold")
+    axes[0].legend(frameon=False, fontsize="x-small", ncols=2, title="target language", title_fontsize="x-small")
+    ratios = sorted(t.loc[t["method"].isin(["sorting", "layerwise"]), "ratio"].unique())
+    shades = plt.get_cmap("plasma")(np.linspace(0.1, 0.75, max(1, len(ratios))))
+    for ax, method, title in [(axes[1], "sorting", "Frequency sorting (random masks copy these counts)"),
+                              (axes[2], "layerwise", "Layer-wise rates (from activation levels)")]:
+        part = t[t["method"] == method]
+        for ratio, grp in part.groupby("ratio"):
+            colour = shades[ratios.index(ratio)]
+            stats = grp.groupby("layer")["share"].agg(["mean", "min", "max"])
+            ax.plot(stats.index, stats["mean"], marker=".", color=colour, label=f"{ratio:.0%} pruned")
+            ax.fill_between(stats.index, stats["min"], stats["max"], color=colour, alpha=0.2, lw=0)
+            ax.axhline(ratio, color=colour, ls=":", lw=0.8)
+        ax.set_title(title)
+        ax.legend(frameon=False, fontsize="small", title="mean over languages\n(band: their range; dotted: p)",
+                  title_fontsize="x-small")
+    for ax in axes:
+        ax.set(xlabel="layer", ylim=(0, 1.02))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].set_ylabel("share of the layer's experts pruned")
+    return fig
+
+
+def percent_matrix_plot(df: pd.DataFrame, title: str, cbar_label: str, cmap: str = "magma_r",
+                        xlabel: str = "", ylabel: str = "", percent: bool = True) -> Figure:
+    """A language x language matrix with languages by name and each cell's value written (as % or number)."""
+    values = df.to_numpy(dtype=np.float64)
+    n_rows, n_cols = values.shape
+    fig, ax = plt.subplots(figsize=(2.8 + 0.7 * n_cols, 1.4 + 0.55 * n_rows), constrained_layout=True)
+    finite = values[np.isfinite(values)]
+    vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if vmin == vmax:
+        vmin, vmax = vmin - 1e-9, vmax + 1e-9
+    im = ax.imshow(values, aspect="auto", interpolation="nearest", cmap=cmap, vmin=vmin, vmax=vmax)
+    fig.colorbar(im, ax=ax, shrink=0.9).set_label(cbar_label)
+    ax.set_xticks(range(n_cols), [language_name(c) for c in df.columns], rotation=45, ha="right")
+    ax.set_yticks(range(n_rows), [language_name(c) for c in df.index])
+    ax.set(xlabel=xlabel or str(df.columns.name or ""), ylabel=ylabel or str(df.index.name or ""), title=title)
+    mid = (vmin + vmax) / 2
+    for (i, j), v in np.ndenumerate(values):
+        if np.isfinite(v):
+            ax.text(j, i, f"{v:.0%}" if percent and abs(v) >= 0.995 else (f"{v:.1%}" if percent else f"{v:.2g}"),
+                    ha="center", va="center", fontsize="x-small",
+                    color="white" if (v > mid) == cmap.endswith("_r") else "black")
+    return fig
+
+
+def keep_drop_map(mask_a: np.ndarray, mask_b: np.ndarray, lang_a: str, lang_b: str, title: str = "") -> Figure:
+    """Per layer, how two masks (True = kept) split its experts: kept by both, by one only, pruned by both."""
+    a, b = np.asarray(mask_a, dtype=bool), np.asarray(mask_b, dtype=bool)
+    parts = {"kept by both": a & b, "kept by A only": a & ~b, "kept by B only": ~a & b, "pruned by both": ~a & ~b}
+    layers = np.arange(a.shape[0])
+    fig, ax = plt.subplots(figsize=(9.0, 0.22 * len(layers) + 1.6), constrained_layout=True)
+    left = np.zeros(len(layers))
+    for name, cells in parts.items():
+        counts = cells.sum(axis=1)
+        label = name.replace("A", language_name(lang_a)).replace("B", language_name(lang_b))
+        ax.barh(layers, counts, left=left, color=KEEP_DROP_COLOURS[name], edgecolor="0.6", lw=0.3,
+                label=f"{label} ({int(counts.sum())})")
+        left += counts
+    ax.set(xlabel="experts of the layer", ylabel="layer", xlim=(0, a.shape[1]),
+           title=title or f"Which experts {language_name(lang_a)} and {language_name(lang_b)} keep")
+    ax.yaxis.set_major_locator(MaxNLocator(10, integer=True))
+    ax.invert_yaxis()
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", frameon=False, fontsize="small")
+    return fig
+
+
+def metric_vs_ratio_plot(df: pd.DataFrame, metric: str, label: str, log_scale: bool = False) -> Figure:
+    """One panel per language: `metric` against the share pruned, per method, each language with its own mask.
+
+    Sorting and layer-wise: lines; random: the mean over seeds with the min-max band; threshold and
+    dynamic: single points at the share they prune; the unpruned model: a horizontal dashed line.
+    """
+    part = df[(df["metric"] == metric) & (df["language"] == df["target"])]
+    langs = list(dict.fromkeys(part["language"]))
+    ncols = min(3, len(langs))
+    nrows = math.ceil(len(langs) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols + 1.8, 3.1 * nrows + 0.6), squeeze=False,
+                             sharex=True, constrained_layout=True)
+    for ax, lang in zip(axes.flat, langs):
+        sub = part[part["language"] == lang]
+        dense = sub.loc[sub["method"] == "dense", "value"]
+        if len(dense):
+            ax.axhline(float(dense.iloc[0]), color="black", ls="--", lw=1, label="unpruned")
+        rand = sub[sub["method"] == "random"].groupby("ratio")["value"].agg(["mean", "min", "max"])
+        if len(rand):
+            ax.plot(rand.index, rand["mean"], color=METHOD_COLOURS["random"], marker="s", ms=4,
+                    label="random (mean; band: seeds' range)")
+            ax.fill_between(rand.index, rand["min"], rand["max"], color=METHOD_COLOURS["random"], alpha=0.25, lw=0)
+        for method in ("sorting", "layerwise"):
+            m = sub[sub["method"] == method].sort_values("ratio")
+            if len(m):
+                ax.plot(m["ratio"], m["value"], color=METHOD_COLOURS[method], marker="o", ms=4,
+                        label=f"frequency {method}")
+        for method, marker in (("threshold", "D"), ("dynamic", "^")):
+            m = sub[sub["method"] == method]
+            if len(m):
+                ax.scatter(m["ratio"], m["value"], color=METHOD_COLOURS[method], marker=marker, zorder=3,
+                           label=method + (" (per-token top-k)" if method == "dynamic" else " (f below threshold)"))
+        if log_scale:
+            ax.set_yscale("log")
+        ax.set_title(language_name(lang))
+        ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda x, _: f"{x:.0%}"))
+    for ax in axes.flat[len(langs):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("share of experts pruned")
+    for ax in axes[:, 0]:
+        ax.set_ylabel(label)
+    _prune_legend(fig, axes.flat[0])
+    fig.suptitle(f"{label[:1].upper()}{label[1:]} against the pruning ratio (each language with its own masks)")
+    return fig
+
+
+def task_bars_plot(df: pd.DataFrame, metrics: Sequence[str], labels: Sequence[str], title: str) -> Figure:
+    """Grouped bars: per language (x) one bar per mask (colour), one panel per metric."""
+    masks = list(dict.fromkeys(df["mask"]))
+    langs = list(dict.fromkeys(df["language"]))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics) + 1.5, 3.8), squeeze=False,
+                             constrained_layout=True)
+    width = 0.8 / max(1, len(masks))
+    x = np.arange(len(langs))
+    for ax, metric, label in zip(axes[0], metrics, labels):
+        part = df[df["metric"] == metric]
+        for i, mask in enumerate(masks):
+            vals = [part.loc[(part["mask"] == mask) & (part["language"] == lang), "value"].mean() for lang in langs]
+            method = mask.split("@")[0]
+            colour = METHOD_COLOURS.get(method, f"C{i}") if masks.count(mask) == 1 else f"C{i}"
+            ax.bar(x + (i - (len(masks) - 1) / 2) * width, vals, width, label=mask, color=colour,
+                   edgecolor="white", lw=0.5)
+        ax.set_xticks(x, [language_name(c) for c in langs])
+        ax.set(xlabel="language", ylabel=label)
+    axes[0, 0].legend(frameon=False, fontsize="small")
+    fig.suptitle(title)
+    return fig
+
+
+def split_comparison_plot(df: pd.DataFrame, label: str) -> Figure:
+    """Per split method (panel): the metric per language for frequency-guided masks, random masks and the
+    unpruned model (`df` columns: split, language, method, value)."""
+    splits = list(dict.fromkeys(df["split"]))
+    langs = list(dict.fromkeys(df["language"]))
+    methods = [m for m in ("dense", "sorting", "layerwise", "random") if m in set(df["method"])]
+    fig, axes = plt.subplots(1, len(splits), figsize=(4.2 * len(splits) + 1.5, 3.8), sharey=True,
+                             squeeze=False, constrained_layout=True)
+    width = 0.8 / len(methods)
+    x = np.arange(len(langs))
+    for ax, split in zip(axes[0], splits):
+        part = df[df["split"] == split]
+        for i, method in enumerate(methods):
+            sub = part[part["method"] == method].groupby("language")["value"].agg(["mean", "min", "max"])
+            sub = sub.reindex(langs)
+            err = None
+            if method == "random":
+                err = np.vstack([sub["mean"] - sub["min"], sub["max"] - sub["mean"]])
+            ax.bar(x + (i - (len(methods) - 1) / 2) * width, sub["mean"], width, yerr=err, capsize=2,
+                   color=METHOD_COLOURS[method], label="unpruned" if method == "dense" else method)
+        ax.set_xticks(x, [language_name(c) for c in langs])
+        ax.set(title=f"experts from the {split} split", xlabel="language")
+    axes[0, 0].set_ylabel(label)
+    axes[0, -1].legend(frameon=False, fontsize="small")
+    return fig

@@ -22,9 +22,12 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import statistics
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -472,3 +475,124 @@ def physically_prune(model: nn.Module, labels: np.ndarray, mask: np.ndarray) -> 
         pruned.config.intermediate_size = widths[0]
     log.info("Physically pruned FFN widths: %s", widths if len(set(widths)) > 1 else f"{widths[0]} in every layer")
     return pruned
+
+
+# --------------------------------------------------------------------------- exporting and timing pruned models
+
+
+def save_pruned(model: nn.Module, folder: str | Path, tokenizer: object | None = None) -> Path:
+    """Export a physically pruned model (from `physically_prune`): safetensors weights and a config.json
+    whose `pruned_intermediate_sizes` lists every layer's FFN width; `load_pruned` reads it back."""
+    folder = Path(folder)
+    if getattr(model.config, "pruned_intermediate_sizes", None) is None:
+        model.config.pruned_intermediate_sizes = [projections(model, i)[1].out_features
+                                                  for i in range(n_layers(model))]
+    model.save_pretrained(folder)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _resize_ffns(model: nn.Module, widths: Sequence[int]) -> None:
+    """Replace every layer's gate/up/down by uninitialised linears of the given FFN widths."""
+    adapter = get_adapter(model)
+    for layer, (mlp, width) in enumerate(zip(mlps(model), widths)):
+        gate, up, down = projections(model, layer)
+        for name, old, shape in ((adapter.gate, gate, (width, gate.in_features)),
+                                 (adapter.up, up, (width, up.in_features)),
+                                 (adapter.down, down, (down.out_features, width))):
+            new = torch.nn.utils.skip_init(nn.Linear, shape[1], shape[0], bias=old.bias is not None,
+                                           device=old.weight.device, dtype=old.weight.dtype)
+            setattr(mlp, name, new)
+        if hasattr(mlp, "intermediate_size"):
+            mlp.intermediate_size = int(width)
+
+
+def load_pruned(folder: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu") -> nn.Module:
+    """Load a model exported by `save_pruned` (per-layer FFN widths may differ, which from_pretrained
+    cannot read): the architecture from config.json, each FFN resized, then the safetensors weights."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.initialization import no_init_weights
+
+    folder = Path(folder)
+    config = AutoConfig.from_pretrained(folder)
+    widths = getattr(config, "pruned_intermediate_sizes", None)
+    if widths is None:
+        raise ValueError(f"{folder} holds no pruned model: its config.json lacks pruned_intermediate_sizes "
+                         "(export one with babel_utils.pruning.save_pruned).")
+    with no_init_weights():
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    _resize_ffns(model, widths)
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"No .safetensors weights in {folder}.")
+    state = {}
+    for file in files:
+        state.update(load_file(file))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    model.tie_weights()
+    tied = {"lm_head.weight"}
+    if unexpected or set(missing) - tied:
+        raise ValueError(f"The weights in {folder} do not fit its config: missing {sorted(set(missing) - tied)[:5]}, "
+                         f"unexpected {sorted(unexpected)[:5]}.")
+    return model.to(device).eval().requires_grad_(False)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.inference_mode()
+def paired_median_ms(fns: Mapping[str, Callable[[], object]], device: torch.device | str = "cpu",
+                     warmup: int = 1, repeats: int = 5) -> dict[str, float]:
+    """Median wall time (ms) of each callable after warm-up; repeats interleaved (A B A B ...) so that load
+    changes on a shared machine hit every contender alike; the GPU is synchronised around each call."""
+    device = torch.device(device)
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            _synchronize(device)
+            start = time.perf_counter()
+            fn()
+            _synchronize(device)
+            times[name].append((time.perf_counter() - start) * 1000)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+# --------------------------------------------------------------------------- comparing languages' masks
+
+
+def most_different_pair(jaccard: pd.DataFrame) -> tuple[str, str]:
+    """The two languages whose pruned sets overlap least (first such pair in table order)."""
+    langs = list(jaccard.index)
+    if len(langs) < 2:
+        return langs[0], langs[0]
+    pairs = [(jaccard.iloc[i, j], i, j) for i in range(len(langs)) for j in range(i + 1, len(langs))]
+    _, i, j = min(pairs)
+    return langs[i], langs[j]
+
+
+def describe_overlap(jaccard: pd.DataFrame, kept_dropped: pd.DataFrame, n_total: int) -> str:
+    """A sentence, from the numbers, on how much languages' pruned sets overlap and which pairs differ most."""
+    from .languages import LANGUAGES
+
+    def name(code: str) -> str:
+        return LANGUAGES[code].name if code in LANGUAGES else str(code)
+
+    langs = list(jaccard.index)
+    if len(langs) < 2:
+        return "Only one language: nothing to compare."
+    pairs = [(float(jaccard.iloc[i, j]), langs[i], langs[j]) for i in range(len(langs))
+             for j in range(i + 1, len(langs))]
+    lo, hi = min(pairs), max(pairs)
+    worst = kept_dropped.stack().idxmax()
+    return (f"Pruned sets overlap with a Jaccard index from {lo[0]:.2f} ({name(lo[1])}-{name(lo[2])}) to "
+            f"{hi[0]:.2f} ({name(hi[1])}-{name(hi[2])}), mean {np.mean([p[0] for p in pairs]):.2f}. "
+            f"Pruning for {name(worst[1])} would take most from {name(worst[0])}: "
+            f"{int(kept_dropped.loc[worst])} experts ({kept_dropped.loc[worst] / n_total:.1%} of all) that "
+            f"{name(worst[0])} keeps.")

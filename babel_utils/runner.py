@@ -106,9 +106,10 @@ def run(config: str | Path | BabelConfig, overrides: Mapping[str, Any] | Sequenc
 class NotebookFailed(RuntimeError):
     """A notebook of a run raised; names the notebook, the cell and the error."""
 
-    def __init__(self, notebook: Path, saved: Path, cell: int | None, error: str) -> None:
+    def __init__(self, notebook: Path, saved: Path, cell: int | None, error: str, source: str = "") -> None:
         self.notebook, self.saved, self.cell, self.error = notebook, saved, cell, error
-        where = f"cell {cell}" if cell is not None else "set-up"
+        first_line = source.strip().splitlines()[0] if source.strip() else ""
+        where = (f"cell {cell}" + (f" ({first_line})" if first_line else "")) if cell is not None else "set-up"
         super().__init__(f"{notebook.name} failed at {where}: {error} (executed copy: {saved})")
 
 
@@ -123,10 +124,28 @@ def execute(notebook: Path, out: Path, parameters: dict[str, Any]) -> Path:
         failed.parent.mkdir(exist_ok=True)
         if partial.exists():
             os.replace(partial, failed)
-        cell = getattr(err, "exec_count", None)
+        cell = getattr(err, "cell_index", None)  # index in the executed notebook
         summary = f"{getattr(err, 'ename', type(err).__name__)}: {getattr(err, 'evalue', err)}"
-        raise NotebookFailed(notebook, failed, cell, summary) from err
+        raise NotebookFailed(notebook, failed, cell, summary, getattr(err, "source", "")) from err
     os.replace(partial, target)
     stale = out / "failed" / notebook.name
     stale.unlink(missing_ok=True)
     return target
+
+
+def sweep(configs: Sequence[str | Path], overrides: Sequence[str] = (), only: Sequence[str] = ()) -> list:
+    """Run several configs in turn, continuing past failures; returns each run's status."""
+    from .report import RunStatus
+
+    statuses = []
+    for config in configs:
+        try:
+            result = run(config, overrides, only=only)
+            statuses.append(RunStatus(str(config), result.run_dir))
+        except NotebookFailed as err:
+            statuses.append(RunStatus(str(config), err.saved.parent.parent, str(err)))
+        except (ValueError, FileNotFoundError) as err:
+            statuses.append(RunStatus(str(config), None, str(err)))
+        if statuses[-1].error:
+            log.error("%s failed: %s", config, statuses[-1].error)
+    return statuses

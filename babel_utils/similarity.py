@@ -387,8 +387,23 @@ def describe_per_layer(curve: pd.DataFrame) -> str:
     return text
 
 
-def describe_permutation(result: PermutationResult, metric: str, alpha: float = 0.05) -> str:
-    """The permutation test in words: statistic, p-value and the decision at `alpha`."""
+def genus_test_unavailable(languages: Sequence[str]) -> str:
+    """Why the genus test cannot run with these languages ("" when it can): it needs a pair of one genus
+    and a pair of different families."""
+    langs = list(languages)
+    i, j = np.triu_indices(len(langs), k=1)
+    rel = {relation(langs[a], langs[b]) for a, b in zip(i, j)}
+    if RELATIONS[0] in rel and RELATIONS[2] in rel:
+        return ""
+    return (f"The genus test is not possible with {', '.join(_name(c) for c in langs)}: it needs two languages "
+            "of one genus and two of different families (the paper's nine languages have both).")
+
+
+def describe_permutation(result: PermutationResult | None, metric: str, alpha: float = 0.05,
+                         reason: str = "") -> str:
+    """The permutation test in words: statistic, p-value and the decision at `alpha` (or why there is none)."""
+    if result is None:
+        return reason or "No permutation test was run."
     label = "1 - Pearson r" if metric == "pearson" else METRIC_LABELS.get(metric, metric)
     verdict = ("so same-genus languages are more similar than languages of different families at the "
                f"{alpha:g} level" if result.p_value <= alpha else
@@ -440,16 +455,18 @@ def genus_statistic(matrix: np.ndarray, languages: Sequence[str], metric: str) -
     return _pair_statistic(D[..., i, j], same, cross)
 
 
-def describe_bootstrap(pairs: pd.DataFrame, statistic: np.ndarray, metric: str, n_bootstrap: int) -> str:
+def describe_bootstrap(pairs: pd.DataFrame, statistic: np.ndarray | None, metric: str, n_bootstrap: int) -> str:
     """Bootstrap intervals in words: the genus statistic's 95 % interval, and how stable the closest pair is."""
-    low, high = np.percentile(statistic, [2.5, 97.5])
     label = "1 - Pearson r" if metric == "pearson" else METRIC_LABELS.get(metric, metric)
     first = pairs.iloc[0]
     overlapping = pairs.iloc[1:][pairs.iloc[1:]["low"] <= first["high"]]
-    text = (f"Resampling blocks of text {n_bootstrap} times, the different-family minus same-genus gap in {label} "
-            f"has the 95 % interval [{low:.3g}, {high:.3g}]"
-            + (" (above zero: the genus effect is not a chance of this text sample). " if low > 0 else
-               " (it includes zero or lies below: the text sample alone could produce or hide the effect). "))
+    text = f"Resampling blocks of text {n_bootstrap} times: "
+    if statistic is not None:
+        low, high = np.percentile(statistic, [2.5, 97.5])
+        text += (f"the different-family minus same-genus gap in {label} has the 95 % interval "
+                 f"[{low:.3g}, {high:.3g}]"
+                 + (" (above zero: the genus effect is not a chance of this text sample). " if low > 0 else
+                    " (it includes zero or lies below: the text sample alone could produce or hide the effect). "))
     text += (f"The closest pair, {_name(first.lang_a)}–{_name(first.lang_b)}, has the interval "
              f"[{first.low:.3g}, {first.high:.3g}]; {len(overlapping)} other pair(s) have intervals overlapping it.")
     return text
@@ -476,12 +493,13 @@ def expert_grid_table(F_by_n: Mapping[int, np.ndarray], languages: Sequence[str]
     rows = []
     for n, F in sorted(F_by_n.items()):
         D = dists[n]
-        test = group_permutation_test(D, n_permutations=n_permutations, seed=seed)
+        test = None if genus_test_unavailable(languages) else \
+            group_permutation_test(D, n_permutations=n_permutations, seed=seed)
         close = pair_table(D).iloc[0]
         rho = float(spearmanr(D.to_numpy()[i, j], ref).statistic) if len(ref) > 1 else float("nan")
         depth = depth_summary(expert_counts_per_layer(F, languages, threshold), F.shape[1])
         rows.append({"n_experts": int(n), "experts_total": int(F.shape[1] * F.shape[2]),
-                     "genus_gap": test.observed, "p_value": test.p_value,
+                     "genus_gap": test.observed if test else np.nan, "p_value": test.p_value if test else np.nan,
                      "closest_pair": f"{close.lang_a}-{close.lang_b}", "spearman_vs_reference": rho,
                      "n_shared": int(shared_experts(F, threshold).sum()), "most_shared": depth.most_shared,
                      "most_specific": depth.most_specific})
@@ -493,10 +511,13 @@ def describe_grid(grid: pd.DataFrame, reference: int, alpha: float = 0.05) -> st
     sig = grid[grid.p_value <= alpha]
     ns = ", ".join(str(n) for n in grid.n_experts)
     others = grid[grid.n_experts != reference]
-    text = (f"At {ns} experts per layer, the genus test is significant at the {alpha:g} level for "
-            f"{len(sig)} of {len(grid)} granularities"
-            + (f" ({', '.join(str(n) for n in sig.n_experts)})" if 0 < len(sig) < len(grid) else "")
-            + f"; p ranges from {grid.p_value.min():.3g} to {grid.p_value.max():.3g}. ")
+    if grid.p_value.isna().all():
+        text = f"At {ns} experts per layer (the genus test is not possible with these languages). "
+    else:
+        text = (f"At {ns} experts per layer, the genus test is significant at the {alpha:g} level for "
+                f"{len(sig)} of {len(grid)} granularities"
+                + (f" ({', '.join(str(n) for n in sig.n_experts)})" if 0 < len(sig) < len(grid) else "")
+                + f"; p ranges from {grid.p_value.min():.3g} to {grid.p_value.max():.3g}. ")
     if len(others):
         text += (f"The pair distances keep their order: Spearman correlation with {reference} experts from "
                  f"{others.spearman_vs_reference.min():.2f} to {others.spearman_vs_reference.max():.2f}. ")
@@ -521,3 +542,24 @@ def bootstrap_pairs(distance_df: pd.DataFrame, low: pd.DataFrame, high: pd.DataF
     else:
         low_d, high_d = as_distance(low, metric), as_distance(high, metric)
     return pair_table(distance_df, low_d, high_d)
+
+
+def bootstrap_intervals(samples: np.ndarray, languages: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Mean, 2.5 % and 97.5 % percentile matrices of bootstrap samples [n_bootstrap, n, n]."""
+    low, high = np.percentile(samples, [2.5, 97.5], axis=0)
+    return _labelled(samples.mean(axis=0), languages), _labelled(low, languages), _labelled(high, languages)
+
+
+def test_table(result: PermutationResult | None, statistic: np.ndarray | None, metric: str) -> pd.DataFrame:
+    """One row: the permutation test and, when given, the bootstrap 95 % interval of its statistic (NaN
+    when the test was not possible)."""
+    low, high = np.percentile(statistic, [2.5, 97.5]) if statistic is not None else (np.nan, np.nan)
+    get = lambda key, default=np.nan: getattr(result, key) if result is not None else default  # noqa: E731
+    return pd.DataFrame([{
+        "metric": metric, "statistic": "mean different-family distance - mean same-genus distance",
+        "observed": float(get("observed")), "p_value": float(get("p_value")),
+        "n_permutations": int(get("n_permutations", 0)), "n_same_genus_pairs": int(get("n_same_genus_pairs", 0)),
+        "n_cross_family_pairs": int(get("n_cross_family_pairs", 0)),
+        "bootstrap_low": float(low), "bootstrap_high": float(high),
+        "n_bootstrap": 0 if statistic is None else int(len(statistic)),
+    }])

@@ -83,3 +83,112 @@ def expert_grid_frequencies(cfg: BabelConfig, model: nn.Module, tokenizer: PreTr
         counts = {lang: record_language(cfg_n, model, tokenizer, labels, lang, budget) for lang in cfg.languages}
         by_n[int(n)] = np.stack([c.counts / c.n_tokens for c in counts.values()])
     return by_n, skipped
+
+
+# --------------------------------------------------------------------------- notebooks 07-08: pruning
+
+from . import evaluation, pruning  # noqa: E402  (appended section; these modules import no stage)
+
+
+def array_hash(array: np.ndarray) -> str:
+    """Short sha256 of an array's dtype, shape and bytes: a cache key for masks, labels and frequencies."""
+    import hashlib
+
+    array = np.ascontiguousarray(array)
+    digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
+    digest.update(array.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def pruning_masks(cfg: BabelConfig, F_by_lang: dict[str, np.ndarray],
+                  levels_by_lang: dict[str, np.ndarray]) -> list[pruning.MaskSpec]:
+    """Every mask of notebook 07 (threshold, sorting, layer-wise, random; one dynamic spec) per language.
+
+    Cached by the pruning parameters and a hash of the frequencies and levels the masks were built from.
+    """
+    langs = list(cfg.languages)
+
+    def compute() -> dict:
+        return pruning.masks_to_results(pruning.build_masks(F_by_lang, levels_by_lang, cfg, dynamic=True))
+
+    F = np.stack([np.asarray(pruning.language_frequencies(F_by_lang, lang)) for lang in langs])
+    levels = np.stack([np.asarray(levels_by_lang[lang], dtype=np.float64) for lang in langs
+                       if lang in levels_by_lang]) if levels_by_lang else np.zeros(0)
+    stored = cache.cached(cfg, "pruning", compute, frequencies=array_hash(F), levels=array_hash(levels))
+    return pruning.masks_from_results(stored)
+
+
+def _eval_key(spec: pruning.MaskSpec, labels: np.ndarray, lang: str, part: str) -> dict:
+    """Extra cache keys of one evaluation: what was measured, the mask (name, hash, target), labels, language."""
+    return {"part": part, "mask": spec.name, "mask_hash": array_hash(np.asarray(spec.mask, dtype=bool)),
+            "target": spec.language, "labels": array_hash(np.asarray(labels, dtype=np.int64)), "language": lang}
+
+
+def eval_heldout(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase, labels: np.ndarray,
+                 spec: pruning.MaskSpec, lang: str) -> dict:
+    """Perplexity and bits per byte of a mask on one language's held-out text (cached per mask and language):
+    {perplexity, bits_per_byte, nll_sum, n_tokens, n_bytes}."""
+    def compute() -> dict:
+        with evaluation.mask_context(model, labels, spec, cfg.score):
+            return {"heldout": evaluation.perplexity(model, tokenizer, data.heldout_texts(cfg, lang),
+                                                     cfg.eval_max_tokens, cfg.seq_len, cfg.batch_size)}
+
+    return cache.cached(cfg, "eval", compute, **_eval_key(spec, labels, lang, "heldout"))["heldout"]
+
+
+def eval_mgsm(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase, labels: np.ndarray,
+              spec: pruning.MaskSpec, lang: str) -> pd.DataFrame:
+    """MGSM per problem (generation, extracted answer, correct, gold log-likelihood) of a mask, cached."""
+    def compute() -> dict:
+        problems = data.load_mgsm(lang, cfg.mgsm_dir, cfg.mgsm_n)
+        with evaluation.mask_context(model, labels, spec, cfg.score):
+            table = evaluation.mgsm_eval(model, tokenizer, problems, cfg.gen_max_new_tokens, cfg.batch_size)
+        return {"mgsm": table.astype({"predicted": "float64"})}
+
+    return cache.cached(cfg, "eval", compute, **_eval_key(spec, labels, lang, "mgsm"))["mgsm"]
+
+
+def eval_xcsqa(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase, labels: np.ndarray,
+               spec: pruning.MaskSpec, lang: str) -> pd.DataFrame:
+    """X-CSQA per question (choice log-likelihoods, predicted, correct) of a mask, cached."""
+    def compute() -> dict:
+        items = data.load_xcsqa(lang, cfg.xcsqa_dataset, cfg.xcsqa_n)
+        with evaluation.mask_context(model, labels, spec, cfg.score):
+            return {"xcsqa": evaluation.choice_loglik_scores(model, tokenizer, items, cfg.batch_size)}
+
+    return cache.cached(cfg, "eval", compute, **_eval_key(spec, labels, lang, "xcsqa"))["xcsqa"]
+
+
+EVAL_PARTS = ("heldout", "mgsm", "xcsqa")
+
+
+def evaluate_jobs(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase, labels: np.ndarray,
+                  jobs: list[tuple[pruning.MaskSpec, str]], part: str = "heldout",
+                  desc: str = "evaluate") -> pd.DataFrame:
+    """Evaluate (mask, evaluated language) pairs with a progress bar; tidy rows of evaluation.metric_rows.
+
+    part: "heldout" (perplexity, bits per byte), "mgsm" (accuracy, gold log-likelihood) or "xcsqa"
+    (accuracy). Each pair is cached on its own, so an interrupted loop resumes where it stopped.
+    """
+    from .progress import tqdm
+
+    if part not in EVAL_PARTS:
+        raise ValueError(f"Unknown evaluation part {part!r}; known: {', '.join(EVAL_PARTS)}.")
+    fn = {"heldout": eval_heldout, "mgsm": eval_mgsm, "xcsqa": eval_xcsqa}[part]
+    rows = []
+    for spec, lang in tqdm(jobs, desc=desc, unit="eval"):
+        result = fn(cfg, model, tokenizer, labels, spec, lang)
+        rows += evaluation.metric_rows(spec, lang, evaluation.summarise(part, result))
+    return evaluation.tidy(rows)
+
+
+def split_frequencies(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase,
+                      languages: list[str], budget: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Labels and per-language frequencies [L, E] under `cfg` (e.g. another split_method), through the
+    cached `split` and `record_language` stages of notebooks 01 and 02."""
+    labels, _ = split(cfg, model)
+    freqs = {}
+    for lang in languages:
+        counts = record_language(cfg, model, tokenizer, labels, lang, budget)
+        freqs[lang] = counts.counts / counts.n_tokens
+    return labels, freqs

@@ -273,8 +273,8 @@ def tune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: BabelC
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        rows.append({"step": step, "loss": float(loss), "target_tokens": n_tok})
-        log.info("tuning step %d/%d: loss %.4f", step, cfg.tuning_steps, float(loss))
+        rows.append({"step": step, "loss": float(loss.detach()), "target_tokens": n_tok})
+        log.info("tuning step %d/%d: loss %.4f", step, cfg.tuning_steps, rows[-1]["loss"])
     seconds = time.perf_counter() - start
     model.requires_grad_(False)
     after = {"train": mean_loss(model, train_eval, cfg.tuning_batch),

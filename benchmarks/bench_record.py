@@ -38,17 +38,23 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn, device: torch.device, repeats: int) -> float:
-    """Median seconds of `fn()` over repeats, after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def timed(fns: dict, device: torch.device, repeats: int) -> dict[str, tuple[float, float]]:
+    """Median seconds and peak GPU memory (GiB) of each fn, rounds interleaved so load hits all alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    peaks: dict[str, float] = {name: 0.0 for name in fns}
+    for round_ in range(repeats + 1):  # round 0 warms up
+        for name, fn in fns.items():
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            if round_:
+                times[name].append(time.perf_counter() - start)
+            if device.type == "cuda":
+                peaks[name] = max(peaks[name], torch.cuda.max_memory_allocated() / 2**30)
+    return {name: (statistics.median(times[name]), peaks[name]) for name in fns}
 
 
 def naive_counts(model, input_ids, labels, n_experts, k):
@@ -57,7 +63,7 @@ def naive_counts(model, input_ids, labels, n_experts, k):
     handles = [down.register_forward_pre_hook(lambda m, a: acts.append(a[0].detach()))
                for down in adapters.down_projs(model)]
     with torch.inference_mode():
-        adapters.body(model)(input_ids=input_ids, use_cache=False)
+        adapters.body(model)(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), use_cache=False)
         for h in handles:
             h.remove()
         perms = [torch.as_tensor(np.argsort(l, kind="stable"), device=input_ids.device) for l in labels]
@@ -98,7 +104,7 @@ def main() -> None:
     def bare():
         with torch.inference_mode():
             for ids in batches:
-                body(input_ids=ids, attention_mask=ones, use_cache=False)
+                body(input_ids=ids, attention_mask=ones, use_cache=False)  # the same call the counter makes
 
     def counted():
         counter = ExpertCounter(model, labels, args.n_experts, block=0)
@@ -115,14 +121,12 @@ def main() -> None:
     print(f"model {args.model} ({n_layers} layers, d_ff {width}, {args.n_experts} experts) on {device} "
           f"{args.dtype}, {torch.get_num_threads()} threads; {args.batches} batches of "
           f"{args.batch_size} x {args.seq_len} = {n_tokens} tokens; median of {args.repeats}")
-    results = {}
-    for name, fn in [("bare forward", bare), ("babel counting", counted), ("naive hooks+count", naive)]:
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        seconds = timed(fn, device, args.repeats)
-        peak = f", peak memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB" if device.type == "cuda" else ""
-        results[name] = seconds
-        print(f"{name:>18}: {seconds * 1000:9.1f} ms, {n_tokens / seconds:10.0f} tokens/s{peak}")
+    measured = timed({"bare forward": bare, "babel counting": counted, "naive hooks+count": naive},
+                     device, args.repeats)
+    results = {name: seconds for name, (seconds, _) in measured.items()}
+    for name, (seconds, peak) in measured.items():
+        memory = f", peak memory {peak:.2f} GiB" if device.type == "cuda" else ""
+        print(f"{name:>18}: {seconds * 1000:9.1f} ms, {n_tokens / seconds:10.0f} tokens/s{memory}")
     for name in ("babel counting", "naive hooks+count"):
         print(f"{name} / bare forward = {results[name] / results['bare forward']:.3f} "
               f"({(results[name] / results['bare forward'] - 1) * 100:+.1f} %)")

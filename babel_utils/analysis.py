@@ -350,3 +350,13 @@ def describe_tuning_diff(diff: TuningDiff, n_layers: int) -> str:
             f"languages; by thirds of the layers the per-language most-changed layers are {where}. The "
             f"high-frequency sets of base and tuned model overlap with Jaccard index from {float(lo.jaccard):.2f} "
             f"({name(lo.language)}) to {float(hi.jaccard):.2f} ({name(hi.language)}), mean {float(jac.mean()):.2f}.")
+
+
+def counts_by_layer(counts_per_layer: pd.DataFrame) -> pd.DataFrame:
+    """One row per layer from `expert_counts_per_layer`: mean high-frequency experts per language, shared
+    experts, and language-specific experts summed over languages."""
+    df = counts_per_layer
+    high = df[df.category == "high_frequency"].groupby("layer")["count"].mean().rename("high_frequency_mean")
+    shared = df[df.category == "shared"].groupby("layer")["count"].sum().rename("shared")
+    specific = df[df.category == "specific"].groupby("layer")["count"].sum().rename("specific_all_languages")
+    return pd.concat([high.round(1), shared, specific], axis=1).reset_index()

@@ -29,8 +29,9 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "record": _RECORD,
     "analysis": _RECORD + ("languages", "high_freq_threshold", "kl_smoothing", "n_permutations",
                            "n_bootstrap", "expert_grid"),
-    "tuning": _MODEL + _TEXT + ("tuned_model", "seed", "languages", "tuning_steps", "tuning_lr",
-                                "tuning_batch", "tuning_max_tokens", "tuning_params"),
+    # the offline tuning's instructions come from the bundled UDHR whatever text_source says
+    "tuning": _MODEL + ("calib_articles", "heldout_articles", "tuned_model", "seed", "languages", "tuning_steps",
+                        "tuning_lr", "tuning_batch", "tuning_max_tokens", "tuning_params", "tuning_rank"),
     "pruning": _RECORD + ("languages", "prune_ratios", "prune_layer_mode", "random_seeds",
                           "dynamic_top_k", "high_freq_threshold"),
     "eval": _RECORD + ("eval_max_tokens", "mgsm_dir", "mgsm_n", "xcsqa_dataset", "xcsqa_n",

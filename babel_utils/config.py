@@ -74,19 +74,22 @@ class BabelConfig:
     expert_grid: tuple[int, ...] = (64, 128, 256, 512)
     # offline instruction tuning of 06 when tuned_model is "" (babel_utils/tuning.py)
     tuning_steps: int = 30  # AdamW steps
-    tuning_lr: float = 5e-5
+    tuning_lr: float = 1e-3
     tuning_batch: int = 8  # instructions per step
-    tuning_max_tokens: int = 128  # tokens per instruction (prompt + target)
-    tuning_params: str = "layers"  # layers (every decoder-layer weight) | mlp | attention
+    tuning_max_tokens: int = 96  # tokens per instruction (prompt + target)
+    tuning_params: str = "layers"  # which linear maps: layers (attention and FFN of every layer) | mlp | attention
+    tuning_rank: int = 4  # LoRA rank; 0 = full fine-tune of those weights
 
     # --- pruning and evaluation (SPEC 5, notebooks 07-08) ---
     prune_ratios: tuple[float, ...] = (0.10, 0.25, 0.50)
     prune_layer_mode: str = "global"
     random_seeds: tuple[int, ...] = (0, 1, 2)
     dynamic_top_k: int = 0  # experts kept per layer and token; 0 = n_experts * (1 - 0.25)
-    eval_max_tokens: int = 2048  # held-out tokens per language for perplexity
+    # held-out tokens per language for perplexity; small so that 08 scores every mask on 2 CPU cores in
+    # minutes (Gemma 3's 262k-token LM head costs more than its body); configs/gpu-*.yaml use 65536
+    eval_max_tokens: int = 128
     mgsm_dir: str = ""  # "" = paths.mgsm_dir(); a hub id loads the Hugging Face form
-    mgsm_n: int = 16  # problems per language
+    mgsm_n: int = 4  # problems per language (0 = all 250); CPU-sized default, configs/gpu-*.yaml use 250
     xcsqa_dataset: str = ""  # "" = skip; "INK-USC/xcsr" or a local folder in its schema
     xcsqa_n: int = 50
     gen_max_new_tokens: int = 48

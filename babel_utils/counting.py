@@ -25,7 +25,7 @@ class LanguageCounts:
     block_tokens: np.ndarray  # int64 [n_blocks]
 
 
-def _real_device(device: torch.device) -> torch.device:
+def real_device(device: torch.device) -> torch.device:
     """A device that holds data: "meta" (weights offloaded by accelerate) means the CPU."""
     return torch.device("cpu") if device.type == "meta" else device
 
@@ -79,11 +79,11 @@ class ExpertCounter:
         self.n_experts = n_experts
         self.score, self.normalize, self.selection, self.block = score, normalize, selection, block
         self.k = n_selected(self.n_layers, n_experts, top_fraction, selection)
-        self.device = _real_device(model_device(model))
+        self.device = real_device(model_device(model))
         downs = down_projs(model)
         # Neurons of expert e sit at perm[e*m:(e+1)*m]; each layer's perm lives on its layer's device
         # (the CPU for a layer offloaded by accelerate, whose weights sit on "meta"; see _hook).
-        self.perms = [torch.as_tensor(np.argsort(labels[i], kind="stable")).to(_real_device(downs[i].weight.device))
+        self.perms = [torch.as_tensor(np.argsort(labels[i], kind="stable")).to(real_device(downs[i].weight.device))
                       for i in range(self.n_layers)]
         self.counts = torch.zeros(self.n_layers * n_experts, dtype=torch.int64, device=self.device)
         self.n_tokens = 0

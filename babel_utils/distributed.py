@@ -32,6 +32,7 @@ import logging
 import math
 import os
 import time
+from functools import partial
 from typing import Any, Sequence
 
 import numpy as np
@@ -223,7 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     device, device_map = _placement(cfg, launched, local_rank, args.gpus_per_rank)
     own_group = launched and not is_distributed()
     if own_group:
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        if device.startswith("cuda"):
+            dist.init_process_group("nccl", device_id=torch.device(device))
+        else:
+            dist.init_process_group("gloo")
     try:
         rank = dist.get_rank() if is_distributed() else 0
         world = dist.get_world_size() if is_distributed() else 1
@@ -242,18 +246,18 @@ def _record_all(cfg: BabelConfig, rank: int, world: int, device: str, device_map
     model, tokenizer = load_model(cfg.model, cfg.dtype, device, device_map)
     log.info("%s on %d process(es); this one on %s%s", cfg.model, world, device,
              f" (device_map={device_map})" if device_map else "")
-    folder = results_dir(run_dir(cfg.run_name))
+    payload: Any = None
     if rank == 0:  # only rank 0 needs the run folder: other nodes may not share its file system
         try:
-            payload: Any = stages.load_labels(cfg, model, folder)
+            payload = stages.load_labels(cfg, model, results_dir(run_dir(cfg.run_name)))
         except (FileNotFoundError, ValueError) as err:
             payload = f"{type(err).__name__}: {err}"
-    labels = _broadcast(payload if rank == 0 else None)
+    labels = _broadcast(payload)
     if isinstance(labels, str):
-        raise SystemExit(f"Cannot read the expert labels of notebook 01 ({labels}). "
-                         "Run `babel run CONFIG --only 01` first.")
+        raise SystemExit(f"Cannot read the expert labels of notebook 01: {labels}")
     budget = data.token_budget(cfg, tokenizer)
-    todo = _broadcast([lang for lang in cfg.languages if not is_recorded(cfg, lang, budget)] if rank == 0 else None)
+    todo = [lang for lang in cfg.languages if not is_recorded(cfg, lang, budget)] if rank == 0 else None
+    todo = _broadcast(todo)  # rank 0's cache decides
     if rank == 0:
         done = [lang for lang in cfg.languages if lang not in todo]
         log.info("Token budget %d per language; already cached: %s; to record: %s",
@@ -265,7 +269,7 @@ def _record_all(cfg: BabelConfig, rank: int, world: int, device: str, device_map
                                            data.count_mask(packed, tokenizer.bos_token_id), labels,
                                            cfg.n_experts, desc=f"record {lang}", **record_options(cfg))
         if rank == 0:
-            cache.cached(cfg, "record", lambda: stored_record(counts), language=lang, budget=budget)
+            cache.cached(cfg, "record", partial(stored_record, counts), language=lang, budget=budget)
             log.info("record %s: %d tokens, %d rows over %d process(es), %.1f s", lang, counts.n_tokens,
                      packed.input_ids.shape[0], world, time.perf_counter() - begin)
 

@@ -28,7 +28,7 @@ import math
 import re
 import unicodedata
 from contextlib import contextmanager, nullcontext
-from typing import TYPE_CHECKING, Any, ContextManager, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -140,25 +140,51 @@ def scored_bytes(tokenizer: PreTrainedTokenizerBase, token_ids: Sequence[int]) -
     return len(text.encode("utf-8"))
 
 
-def perplexity(model: nn.Module, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_tokens: int,
-               seq_len: int, batch_size: int) -> dict[str, float]:
-    """Next-token NLL of held-out texts: nll_sum (nats), n_tokens, n_bytes, perplexity, bits_per_byte."""
-    packed = data.pack_tokens(tokenizer, texts, seq_len, budget=max_tokens)
-    scored = data.count_mask(packed, tokenizer.bos_token_id)[:, 1:]  # targets: real, not BOS, not padding
-    nll_sum, targets = 0.0, []
-    n_batches = math.ceil(packed.input_ids.shape[0] / batch_size)
-    for start, (ids, am) in enumerate(tqdm(packed.batches(batch_size), total=n_batches, desc="perplexity",
-                                           unit="batch", leave=False)):
-        rows = slice(start * batch_size, start * batch_size + ids.shape[0])
-        logp = _next_token_logprobs(model, ids, am, scored[rows])
-        nll_sum -= float(logp[scored[rows]].sum())
-        targets += ids[:, 1:][scored[rows]].tolist()
+def _ppl_result(tokenizer: PreTrainedTokenizerBase, nll_sum: float, targets: list[int]) -> dict[str, float]:
+    """nll_sum (nats), n_tokens, n_bytes, perplexity and bits per byte of some scored target tokens."""
     n_bytes = scored_bytes(tokenizer, targets)
     n_tokens = len(targets)
     if n_tokens == 0 or n_bytes == 0:
         raise ValueError("No held-out token was scored: give longer texts or a larger max_tokens.")
     return {"nll_sum": nll_sum, "n_tokens": n_tokens, "n_bytes": n_bytes,
             "perplexity": math.exp(nll_sum / n_tokens), "bits_per_byte": nll_sum / math.log(2) / n_bytes}
+
+
+def _row_nll(model: nn.Module, ids: torch.Tensor, am: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
+    """Summed next-token NLL of the scored targets of each row, [B]; right padding beyond the longest row
+    of the batch is trimmed, so it is never run."""
+    width = int(am.sum(1).max())
+    ids, am, keep = ids[:, :width], am[:, :width], scored[:, :width - 1]
+    logp = _next_token_logprobs(model, ids, am, keep)
+    return -(logp * keep).sum(1)
+
+
+def perplexity(model: nn.Module, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_tokens: int,
+               seq_len: int, batch_size: int) -> dict[str, float]:
+    """Next-token NLL of held-out texts: nll_sum (nats), n_tokens, n_bytes, perplexity, bits_per_byte."""
+    return perplexity_many(model, tokenizer, texts, max_tokens, seq_len, batch_size, 1)[0]
+
+
+def perplexity_many(model: nn.Module, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_tokens: int,
+                    seq_len: int, batch_size: int, n_variants: int,
+                    on_batch: Callable[[list[int]], None] | None = None) -> list[dict[str, float]]:
+    """`perplexity` of `n_variants` variants of the model at once: the packed rows are repeated once per
+    variant and batched together; before every forward `on_batch(variant of each row)` is called (e.g. the
+    `select` of pruning.apply_row_masks, so each row runs under its own mask). One result per variant."""
+    packed = data.pack_tokens(tokenizer, texts, seq_len, budget=max_tokens)
+    scored = data.count_mask(packed, tokenizer.bos_token_id)[:, 1:]  # targets: real, not BOS, not padding
+    items = [(v, r) for v in range(n_variants) for r in range(packed.input_ids.shape[0])]
+    nll = np.zeros(n_variants)
+    for start in tqdm(range(0, len(items), batch_size), desc="perplexity", unit="batch", leave=False):
+        chunk = items[start:start + batch_size]
+        rows = [r for _, r in chunk]
+        if on_batch is not None:
+            on_batch([v for v, _ in chunk])
+        sums = _row_nll(model, packed.input_ids[rows], packed.attention_mask[rows], scored[rows])
+        for (v, _), value in zip(chunk, sums.tolist()):
+            nll[v] += value
+    targets = packed.input_ids[:, 1:][scored].tolist()
+    return [_ppl_result(tokenizer, float(value), targets) for value in nll]
 
 
 # --------------------------------------------------------------------------- continuation log-likelihoods
@@ -197,9 +223,10 @@ def _batch_logliks(model: nn.Module, pairs: Sequence[tuple[list[int], list[int]]
 
 
 def continuation_logliks(model: nn.Module, tokenizer: PreTrainedTokenizerBase,
-                         pairs: Sequence[tuple[str, str]], batch_size: int = 8,
-                         desc: str = "loglik") -> pd.DataFrame:
-    """log p(continuation | context) for (context, continuation) pairs: columns loglik, n_tokens."""
+                         pairs: Sequence[tuple[str, str]], batch_size: int = 8, desc: str = "loglik",
+                         on_batch: Callable[[list[int]], None] | None = None) -> pd.DataFrame:
+    """log p(continuation | context) for (context, continuation) pairs: columns loglik, n_tokens.
+    `on_batch(indices of the batch's pairs)` is called before every forward."""
     encoded = [_encode_pair(tokenizer, c, k) for c, k in pairs]
     for (ctx, cont), (c, k) in zip(encoded, pairs):
         if not ctx or not cont:
@@ -209,6 +236,8 @@ def continuation_logliks(model: nn.Module, tokenizer: PreTrainedTokenizerBase,
     logliks = np.zeros(len(encoded))
     for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", leave=False):
         idx = order[start:start + batch_size]
+        if on_batch is not None:
+            on_batch(idx)
         logliks[idx] = _batch_logliks(model, [encoded[i] for i in idx], pad)
     return pd.DataFrame({"loglik": logliks, "n_tokens": [len(cont) for _, cont in encoded]})
 
@@ -338,11 +367,35 @@ def left_padding(tokenizer: PreTrainedTokenizerBase) -> Iterator[None]:
             tokenizer.pad_token = None
 
 
+class _StopAt:
+    """Stopping criterion: a sequence is done once its generated text matches `pattern` with at least one
+    character after the match (so the match can no longer change). For MGSM the pattern is where
+    `extract_answer` cuts a generation (a new "Question"): the text it reads is the same as without stopping."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, prompt_len: int, pattern: re.Pattern) -> None:
+        self.tokenizer, self.prompt_len, self.pattern = tokenizer, prompt_len, pattern
+
+    def _done(self, text: str) -> bool:
+        match = self.pattern.search(text)
+        return match is not None and match.end() < len(text)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_len:], skip_special_tokens=True)
+        return torch.tensor([self._done(t) for t in texts], dtype=torch.bool, device=input_ids.device)
+
+
 @torch.inference_mode()
 def generate_greedy(model: nn.Module, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
-                    max_new_tokens: int, batch_size: int = 8, desc: str = "generate") -> list[str]:
-    """Greedy continuations of prompts (batched, left-padded), special tokens removed."""
-    from transformers import GenerationConfig
+                    max_new_tokens: int, batch_size: int = 8, desc: str = "generate",
+                    stop_at: re.Pattern | None = None,
+                    on_batch: Callable[[list[int]], None] | None = None) -> list[str]:
+    """Greedy continuations of prompts (batched, left-padded), special tokens removed.
+
+    `stop_at`: a sequence stops early once its generated text matches this regex (with one character
+    after the match); the output begins with exactly the text an unstopped generation would.
+    `on_batch(indices of the batch's prompts)` is called before every batch is generated.
+    """
+    from transformers import GenerationConfig, StoppingCriteriaList
 
     eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None) or tokenizer.eos_token_id
     outputs: list[str] = []
@@ -350,28 +403,47 @@ def generate_greedy(model: nn.Module, tokenizer: PreTrainedTokenizerBase, prompt
         config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos,
                                   pad_token_id=tokenizer.pad_token_id)
         for start in tqdm(range(0, len(prompts), batch_size), desc=desc, unit="batch", leave=False):
+            if on_batch is not None:
+                on_batch(list(range(start, min(start + batch_size, len(prompts)))))
             enc = tokenizer(list(prompts[start:start + batch_size]), return_tensors="pt", padding=True)
             enc = {k: v.to(model_device(model)) for k, v in enc.items()}
-            out = model.generate(**enc, generation_config=config)
-            new = out[:, enc["input_ids"].shape[1]:]
-            outputs += tokenizer.batch_decode(new, skip_special_tokens=True)
+            width = enc["input_ids"].shape[1]
+            stop = StoppingCriteriaList([_StopAt(tokenizer, width, stop_at)]) if stop_at else None
+            out = model.generate(**enc, generation_config=config, stopping_criteria=stop)
+            outputs += tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
     return outputs
 
 
 def mgsm_eval(model: nn.Module, tokenizer: PreTrainedTokenizerBase, df: pd.DataFrame, max_new_tokens: int,
               batch_size: int = 8) -> pd.DataFrame:
     """Per problem: generation, extracted answer, correct, and the gold answer's log-likelihood (sum, mean)."""
+    return mgsm_eval_many(model, tokenizer, df, max_new_tokens, batch_size, 1)[0]
+
+
+def mgsm_eval_many(model: nn.Module, tokenizer: PreTrainedTokenizerBase, df: pd.DataFrame, max_new_tokens: int,
+                   batch_size: int, n_variants: int,
+                   on_batch: Callable[[list[int]], None] | None = None) -> list[pd.DataFrame]:
+    """`mgsm_eval` of `n_variants` variants of the model at once (every prompt once per variant, batched
+    together; `on_batch(variant of each row)` before every forward, as in `perplexity_many`)."""
     prompts = [mgsm_prompt(q, lang) for q, lang in zip(df["question"], df.get("lang", [""] * len(df)))]
-    out = df.copy().reset_index(drop=True)
-    out["generation"] = generate_greedy(model, tokenizer, prompts, max_new_tokens, batch_size, desc="mgsm")
-    out["predicted"] = [extract_answer(g) for g in out["generation"]]
-    out["correct"] = [is_correct(p, float(g)) for p, g in zip(out["predicted"], out["answer_number"])]
-    gold = continuation_logliks(model, tokenizer, [(p, " " + str(a)) for p, a in zip(prompts, out["answer"])],
-                                batch_size, desc="mgsm gold")
-    out["gold_loglik"] = gold["loglik"].to_numpy()
-    out["gold_tokens"] = gold["n_tokens"].to_numpy()
-    out["gold_loglik_mean"] = out["gold_loglik"] / out["gold_tokens"]
-    return out
+    items = [(v, i) for v in range(n_variants) for i in range(len(prompts))]
+    select = None if on_batch is None else (lambda idx: on_batch([items[j][0] for j in idx]))
+    generations = generate_greedy(model, tokenizer, [prompts[i] for _, i in items], max_new_tokens, batch_size,
+                                  desc="mgsm", stop_at=_NEXT_QUESTION, on_batch=select)
+    gold = continuation_logliks(model, tokenizer, [(prompts[i], " " + str(df["answer"].iloc[i])) for _, i in items],
+                                batch_size, desc="mgsm gold", on_batch=select)
+    tables = []
+    for v in range(n_variants):
+        rows = [j for j, (variant, _) in enumerate(items) if variant == v]
+        out = df.copy().reset_index(drop=True)
+        out["generation"] = [generations[j] for j in rows]
+        out["predicted"] = [extract_answer(g) for g in out["generation"]]
+        out["correct"] = [is_correct(p, float(g)) for p, g in zip(out["predicted"], out["answer_number"])]
+        out["gold_loglik"] = gold["loglik"].to_numpy()[rows]
+        out["gold_tokens"] = gold["n_tokens"].to_numpy()[rows]
+        out["gold_loglik_mean"] = out["gold_loglik"] / out["gold_tokens"]
+        tables.append(out)
+    return tables
 
 
 # --------------------------------------------------------------------------- X-CSQA
@@ -383,10 +455,11 @@ def xcsqa_prompt(stem: str) -> str:
 
 
 def choice_loglik_scores(model: nn.Module, tokenizer: PreTrainedTokenizerBase, items: Sequence[Mapping[str, Any]],
-                         batch_size: int = 8) -> pd.DataFrame:
+                         batch_size: int = 8, on_batch: Callable[[list[int]], None] | None = None) -> pd.DataFrame:
     """Per item: each choice's log-likelihood (sum, per character), predicted = argmax per character, correct."""
     pairs = [(xcsqa_prompt(item["stem"]), " " + choice) for item in items for choice in item["choices"]]
-    scores = continuation_logliks(model, tokenizer, pairs, batch_size, desc="x-csqa")["loglik"].to_numpy()
+    scores = continuation_logliks(model, tokenizer, pairs, batch_size, desc="x-csqa",
+                                  on_batch=on_batch)["loglik"].to_numpy()
     rows, pos = [], 0
     for item in items:
         n = len(item["choices"])

@@ -145,3 +145,16 @@ def load_run_frequencies(results_folder, cfg, min_languages: int = 1) -> tuple[p
         raise ValueError(f"This notebook compares languages and needs at least {min_languages}; the config "
                          f"names {langs}. Add languages and run 02_record with them.")
     return table, F, langs
+
+
+def check_same_tokens(base: pd.DataFrame, other: pd.DataFrame, what: str = "the tuned model") -> None:
+    """A clear error when two frequency tables counted different numbers of tokens for a language
+    (the base table then comes from another config: token_budget, seq_len or text)."""
+    a = base.groupby("language", sort=False)["n_tokens"].first()
+    b = other.groupby("language", sort=False)["n_tokens"].first()
+    common = [lang for lang in b.index if lang in a.index]
+    differ = {lang: (int(a[lang]), int(b[lang])) for lang in common if int(a[lang]) != int(b[lang])}
+    if differ:
+        raise ValueError(f"The base frequencies and {what} counted different numbers of tokens (base, other): "
+                         f"{differ}. The base table comes from another text or token_budget than this config; "
+                         "re-run 02_record with this config.")

@@ -450,15 +450,13 @@ def pair_interval_plot(pairs: pd.DataFrame, metric: str) -> Figure:
         if not sel.any():
             continue
         part = pairs[sel]
-        err = None
-        if "low" in part:
-            err = np.vstack([np.clip(part["distance"] - part["low"], 0, None),
-                             np.clip(part["high"] - part["distance"], 0, None)])
-        ax.errorbar(part["distance"], y[sel], xerr=err, fmt="o", color=colour, ms=4, capsize=2, label=rel)
+        if "low" in part:  # the interval as a bar (it need not contain the point: basic intervals correct bias)
+            ax.hlines(y[sel], part["low"], part["high"], color=colour, lw=2, alpha=0.6)
+        ax.plot(part["distance"], y[sel], "o", color=colour, ms=4, label=rel)
     names = [f"{language_name(a)}–{language_name(b)}" for a, b in zip(pairs["lang_a"], pairs["lang_b"])]
     ax.set_yticks(y, names, fontsize="x-small" if len(pairs) > 24 else "small")
     ax.set(xlabel=label, ylabel="language pair",
-           title="Distance per pair with bootstrap 95 % intervals (closest at the top)")
+           title="Distance per pair (dot) with its bootstrap 95 % interval (bar), closest at the top")
     ax.legend(frameon=True, fontsize="small", loc="best")
     return fig
 
@@ -684,33 +682,37 @@ def task_bars_plot(df: pd.DataFrame, metrics: Sequence[str], labels: Sequence[st
                    edgecolor="white", lw=0.5)
         ax.set_xticks(x, [language_name(c) for c in langs])
         ax.set(xlabel="language", ylabel=label)
+        if "accuracy" in metric:
+            ax.set_ylim(0, 1)
     axes[0, 0].legend(frameon=False, fontsize="small")
     fig.suptitle(title)
     return fig
 
 
 def split_comparison_plot(df: pd.DataFrame, label: str) -> Figure:
-    """Per split method (panel): the metric per language for frequency-guided masks, random masks and the
-    unpruned model (`df` columns: split, language, method, value)."""
+    """Per split method (panel): the relative change of the metric against the unpruned model, per language,
+    for frequency-guided and random masks (`df` columns: split, language, method, value, with 'dense' rows;
+    random: mean over seeds, whiskers: their range)."""
     splits = list(dict.fromkeys(df["split"]))
     langs = list(dict.fromkeys(df["language"]))
-    methods = [m for m in ("dense", "sorting", "layerwise", "random") if m in set(df["method"])]
-    fig, axes = plt.subplots(1, len(splits), figsize=(4.2 * len(splits) + 1.5, 3.8), sharey=True,
+    dense = df[df["method"] == "dense"].groupby("language")["value"].first()
+    rel = df[df["method"] != "dense"].assign(rel=lambda d: d["value"] / d["language"].map(dense) - 1.0)
+    methods = [m for m in ("sorting", "layerwise", "random") if m in set(rel["method"])]
+    fig, axes = plt.subplots(1, len(splits), figsize=(3.6 * len(splits) + 1.5, 3.8), sharey=True,
                              squeeze=False, constrained_layout=True)
-    width = 0.8 / len(methods)
+    width = 0.8 / max(1, len(methods))
     x = np.arange(len(langs))
     for ax, split in zip(axes[0], splits):
-        part = df[df["split"] == split]
+        part = rel[rel["split"] == split]
         for i, method in enumerate(methods):
-            sub = part[part["method"] == method].groupby("language")["value"].agg(["mean", "min", "max"])
-            sub = sub.reindex(langs)
-            err = None
-            if method == "random":
-                err = np.vstack([sub["mean"] - sub["min"], sub["max"] - sub["mean"]])
+            sub = part[part["method"] == method].groupby("language")["rel"].agg(["mean", "min", "max"]).reindex(langs)
+            err = np.vstack([sub["mean"] - sub["min"], sub["max"] - sub["mean"]]) if method == "random" else None
             ax.bar(x + (i - (len(methods) - 1) / 2) * width, sub["mean"], width, yerr=err, capsize=2,
-                   color=METHOD_COLOURS[method], label="unpruned" if method == "dense" else method)
+                   color=METHOD_COLOURS[method], label=method)
+        ax.axhline(0, color="black", lw=0.8)
         ax.set_xticks(x, [language_name(c) for c in langs])
         ax.set(title=f"experts from the {split} split", xlabel="language")
-    axes[0, 0].set_ylabel(label)
+        ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:+.0%}" if abs(v) >= 0.1 else f"{v:+.1%}"))
+    axes[0, 0].set_ylabel(f"change of {label} vs unpruned")
     axes[0, -1].legend(frameon=False, fontsize="small")
     return fig

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from .adapters import down_projs, get_adapter, mlps, n_layers, projections
-from .counting import expert_scores
+from .counting import real_device, expert_scores
 from .hooks import ffn_input_hooks
 
 if TYPE_CHECKING:
@@ -405,12 +405,14 @@ def apply_mask(model: nn.Module, labels: np.ndarray, mask: np.ndarray) -> Iterat
     """Zero the neurons of pruned experts in h (input of down_proj) of every layer; hooks removed on exit."""
     labels = _check_labels(model, labels, mask)
     downs = down_projs(model)
-    keep = [torch.as_tensor(neuron_keep(mask, labels, i)).to(device=d.weight.device, dtype=d.weight.dtype)
+    keep = [torch.as_tensor(neuron_keep(mask, labels, i)).to(device=real_device(d.weight.device),
+                                                              dtype=d.weight.dtype)
             for i, d in enumerate(downs)]
 
     def fn(layer: int, h: torch.Tensor) -> torch.Tensor:
-        k = keep[layer]
-        return h * (k if k.dtype == h.dtype else k.to(h.dtype))
+        if keep[layer].device != h.device or keep[layer].dtype != h.dtype:  # offloaded layers run elsewhere
+            keep[layer] = keep[layer].to(device=h.device, dtype=h.dtype)
+        return h * keep[layer]
     with ffn_input_hooks(model, fn):
         yield
 
@@ -423,11 +425,14 @@ def dynamic_topk(model: nn.Module, labels: np.ndarray, k: int, score: str = "abs
     if not 1 <= k <= n_experts:
         raise ValueError(f"top-k {k} must lie in 1..{n_experts} (the number of experts).")
     downs = down_projs(model)
-    perms = [torch.as_tensor(np.argsort(labels[i], kind="stable")).to(d.weight.device)
+    perms = [torch.as_tensor(np.argsort(labels[i], kind="stable")).to(real_device(d.weight.device))
              for i, d in enumerate(downs)]
-    neuron_expert = [torch.as_tensor(labels[i], dtype=torch.long).to(d.weight.device) for i, d in enumerate(downs)]
+    neuron_expert = [torch.as_tensor(labels[i], dtype=torch.long).to(real_device(d.weight.device))
+                     for i, d in enumerate(downs)]
 
     def fn(layer: int, h: torch.Tensor) -> torch.Tensor:
+        if perms[layer].device != h.device:  # offloaded layers run elsewhere
+            perms[layer], neuron_expert[layer] = perms[layer].to(h.device), neuron_expert[layer].to(h.device)
         scores = expert_scores(h, perms[layer], n_experts, score)  # [..., E]
         top = scores.topk(k, dim=-1).indices
         kept = torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, top, True)
@@ -596,3 +601,39 @@ def describe_overlap(jaccard: pd.DataFrame, kept_dropped: pd.DataFrame, n_total:
             f"Pruning for {name(worst[1])} would take most from {name(worst[0])}: "
             f"{int(kept_dropped.loc[worst])} experts ({kept_dropped.loc[worst] / n_total:.1%} of all) that "
             f"{name(worst[0])} keeps.")
+
+
+# --------------------------------------------------------------------------- several masks in one batch
+
+
+@contextmanager
+def apply_row_masks(model: nn.Module, labels: np.ndarray, masks: np.ndarray) -> Iterator[Callable[[Sequence[int]], None]]:
+    """Several masks [K, L, E] in one batch: yields `select(indices)`, to be called before every forward,
+    saying which mask each row of the coming batch uses (row i uses masks[indices[i]]). Each row computes
+    exactly what `apply_mask` with its own mask computes (rows do not interact); hooks removed on exit."""
+    masks = np.asarray(masks, dtype=bool)
+    if masks.ndim != 3 or len(masks) == 0:
+        raise ValueError(f"apply_row_masks needs masks [K, layers, experts]; got shape {masks.shape}.")
+    labels = _check_labels(model, labels, masks[0])
+    downs = down_projs(model)
+    keep = [torch.as_tensor(np.stack([neuron_keep(m, labels, i) for m in masks])).to(device=d.weight.device,
+                                                                                     dtype=d.weight.dtype)
+            for i, d in enumerate(downs)]
+    current: list[torch.Tensor | None] = [None] * len(keep)
+
+    def select(indices: Sequence[int]) -> None:
+        idx = [int(i) for i in indices]
+        if min(idx, default=0) < 0 or max(idx, default=0) >= len(masks):
+            raise ValueError(f"Mask indices {idx} outside 0..{len(masks) - 1}.")
+        for layer, k in enumerate(keep):
+            current[layer] = k.index_select(0, torch.as_tensor(idx, device=k.device))
+
+    def fn(layer: int, h: torch.Tensor) -> torch.Tensor:
+        k = current[layer]
+        if k is None or k.shape[0] != h.shape[0]:
+            raise RuntimeError(f"apply_row_masks: select() named {None if k is None else k.shape[0]} rows for a "
+                               f"batch of {h.shape[0]}; call select(indices) before every forward.")
+        k = k.view(k.shape[0], *([1] * (h.dim() - 2)), k.shape[1])
+        return h * (k if k.dtype == h.dtype else k.to(h.dtype))
+    with ffn_input_hooks(model, fn):
+        yield select

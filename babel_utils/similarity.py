@@ -455,21 +455,25 @@ def genus_statistic(matrix: np.ndarray, languages: Sequence[str], metric: str) -
     return _pair_statistic(D[..., i, j], same, cross)
 
 
-def describe_bootstrap(pairs: pd.DataFrame, statistic: np.ndarray | None, metric: str, n_bootstrap: int) -> str:
-    """Bootstrap intervals in words: the genus statistic's 95 % interval, and how stable the closest pair is."""
+def describe_bootstrap(pairs: pd.DataFrame, interval: tuple[float, float] | None, metric: str,
+                       n_bootstrap: int) -> str:
+    """Bootstrap intervals in words: the genus statistic's 95 % interval (None: no genus test), and how
+    clearly the closest pair stands apart."""
     label = "1 - Pearson r" if metric == "pearson" else METRIC_LABELS.get(metric, metric)
     first = pairs.iloc[0]
     overlapping = pairs.iloc[1:][pairs.iloc[1:]["low"] <= first["high"]]
-    text = f"Resampling blocks of text {n_bootstrap} times: "
-    if statistic is not None:
-        low, high = np.percentile(statistic, [2.5, 97.5])
-        text += (f"the different-family minus same-genus gap in {label} has the 95 % interval "
+    text = f"Resampling blocks of text {n_bootstrap} times"
+    if interval is not None:
+        low, high = interval
+        text += (f", the different-family minus same-genus gap in {label} has the 95 % interval "
                  f"[{low:.3g}, {high:.3g}]"
-                 + (" (above zero: the genus effect is not a chance of this text sample). " if low > 0 else
+                 + (" (above zero: the genus effect is not an accident of this text sample). " if low > 0 else
                     " (it includes zero or lies below: the text sample alone could produce or hide the effect). "))
-    text += (f"The closest pair, {_name(first.lang_a)}–{_name(first.lang_b)}, has the interval "
-             f"[{first.low:.3g}, {first.high:.3g}]; {len(overlapping)} other pair(s) have intervals overlapping it.")
-    return text
+    else:
+        text += ": "
+    closest = (f"the closest pair, {_name(first.lang_a)}–{_name(first.lang_b)}, has the interval "
+               f"[{first.low:.3g}, {first.high:.3g}]; {len(overlapping)} other pair(s) have intervals overlapping it.")
+    return text + (closest[0].upper() + closest[1:] if interval is not None else closest)
 
 
 def expert_grid_table(F_by_n: Mapping[int, np.ndarray], languages: Sequence[str], metric: str,
@@ -541,19 +545,45 @@ def bootstrap_pairs(distance_df: pd.DataFrame, low: pd.DataFrame, high: pd.DataF
         low_d, high_d = as_distance(high, metric), as_distance(low, metric)
     else:
         low_d, high_d = as_distance(low, metric), as_distance(high, metric)
-    return pair_table(distance_df, low_d, high_d)
+    return pair_table(distance_df, low_d.clip(lower=0.0), high_d.clip(lower=0.0))
 
 
-def bootstrap_intervals(samples: np.ndarray, languages: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Mean, 2.5 % and 97.5 % percentile matrices of bootstrap samples [n_bootstrap, n, n]."""
-    low, high = np.percentile(samples, [2.5, 97.5], axis=0)
+def basic_interval(samples: np.ndarray, point: np.ndarray | float, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Basic (reverse-percentile) bootstrap interval: [2 point - q_hi, 2 point - q_lo] over the first axis.
+
+    Distances between resampled frequency vectors are biased upward (resampling adds noise), so the
+    plain percentile interval can lie entirely above the point estimate; the basic interval reflects
+    the bootstrap spread around the estimate instead.
+    """
+    q_lo, q_hi = np.percentile(samples, [50 * (1 - level), 50 * (1 + level)], axis=0)
+    point = np.asarray(point, dtype=np.float64)
+    return 2 * point - q_hi, 2 * point - q_lo
+
+
+def bootstrap_intervals(samples: np.ndarray, languages: Sequence[str], point: pd.DataFrame | None = None
+                        ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Mean and 95 % bounds of bootstrap matrices [n_bootstrap, n, n]: basic intervals around `point`
+    (the matrix of the full text) when given, else the 2.5 % and 97.5 % percentiles."""
+    if point is None:
+        low, high = np.percentile(samples, [2.5, 97.5], axis=0)
+    else:
+        low, high = basic_interval(samples, point.to_numpy(dtype=np.float64))
     return _labelled(samples.mean(axis=0), languages), _labelled(low, languages), _labelled(high, languages)
 
 
-def test_table(result: PermutationResult | None, statistic: np.ndarray | None, metric: str) -> pd.DataFrame:
+def genus_interval(samples: np.ndarray, point: pd.DataFrame, languages: Sequence[str], metric: str
+                   ) -> tuple[float, float]:
+    """Basic bootstrap 95 % interval of the genus statistic, from bootstrap matrices and the full-text matrix."""
+    stats = genus_statistic(samples, languages, metric)
+    low, high = basic_interval(stats, genus_statistic(point.to_numpy(dtype=np.float64), languages, metric))
+    return float(low), float(high)
+
+
+def test_table(result: PermutationResult | None, interval: tuple[float, float] | None, metric: str,
+               n_bootstrap: int = 0) -> pd.DataFrame:
     """One row: the permutation test and, when given, the bootstrap 95 % interval of its statistic (NaN
     when the test was not possible)."""
-    low, high = np.percentile(statistic, [2.5, 97.5]) if statistic is not None else (np.nan, np.nan)
+    low, high = interval if interval is not None else (np.nan, np.nan)
     get = lambda key, default=np.nan: getattr(result, key) if result is not None else default  # noqa: E731
     return pd.DataFrame([{
         "metric": metric, "statistic": "mean different-family distance - mean same-genus distance",
@@ -561,5 +591,5 @@ def test_table(result: PermutationResult | None, statistic: np.ndarray | None, m
         "n_permutations": int(get("n_permutations", 0)), "n_same_genus_pairs": int(get("n_same_genus_pairs", 0)),
         "n_cross_family_pairs": int(get("n_cross_family_pairs", 0)),
         "bootstrap_low": float(low), "bootstrap_high": float(high),
-        "n_bootstrap": 0 if statistic is None else int(len(statistic)),
+        "n_bootstrap": int(n_bootstrap) if interval is not None else 0,
     }])

@@ -124,39 +124,39 @@ def _eval_key(spec: pruning.MaskSpec, labels: np.ndarray, lang: str, part: str) 
             "target": spec.language, "labels": array_hash(np.asarray(labels, dtype=np.int64)), "language": lang}
 
 
-def eval_heldout(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase, labels: np.ndarray,
-                 spec: pruning.MaskSpec, lang: str) -> dict:
-    """Perplexity and bits per byte of a mask on one language's held-out text (cached per mask and language):
-    {perplexity, bits_per_byte, nll_sum, n_tokens, n_bytes}."""
-    def compute() -> dict:
-        with evaluation.mask_context(model, labels, spec, cfg.score):
-            return {"heldout": evaluation.perplexity(model, tokenizer, data.heldout_texts(cfg, lang),
-                                                     cfg.eval_max_tokens, cfg.seq_len, cfg.batch_size)}
+def _evaluate(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase, labels: np.ndarray,
+              specs: list[pruning.MaskSpec], lang: str, part: str) -> list:
+    """Raw results of several masks on one language, computed together: static masks (and the unpruned
+    model) share batches through pruning.apply_row_masks; dynamic top-k runs alone."""
+    if any(s.method == "dynamic" for s in specs):
+        if len(specs) != 1:
+            raise ValueError("Dynamic top-k specs are evaluated one at a time.")
+        with evaluation.mask_context(model, labels, specs[0], cfg.score):
+            return _evaluate_plain(cfg, model, tokenizer, lang, part, 1, None)
+    masks = np.stack([np.asarray(s.mask, dtype=bool) for s in specs])
+    with pruning.apply_row_masks(model, labels, masks) as select:
+        return _evaluate_plain(cfg, model, tokenizer, lang, part, len(specs), select)
 
-    return cache.cached(cfg, "eval", compute, **_eval_key(spec, labels, lang, "heldout"))["heldout"]
 
-
-def eval_mgsm(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase, labels: np.ndarray,
-              spec: pruning.MaskSpec, lang: str) -> pd.DataFrame:
-    """MGSM per problem (generation, extracted answer, correct, gold log-likelihood) of a mask, cached."""
-    def compute() -> dict:
+def _evaluate_plain(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase, lang: str, part: str,
+                    n: int, select) -> list:
+    if part == "heldout":
+        return evaluation.perplexity_many(model, tokenizer, data.heldout_texts(cfg, lang), cfg.eval_max_tokens,
+                                          cfg.seq_len, cfg.batch_size, n, select)
+    if part == "mgsm":
         problems = data.load_mgsm(lang, cfg.mgsm_dir, cfg.mgsm_n)
-        with evaluation.mask_context(model, labels, spec, cfg.score):
-            table = evaluation.mgsm_eval(model, tokenizer, problems, cfg.gen_max_new_tokens, cfg.batch_size)
-        return {"mgsm": table.astype({"predicted": "float64"})}
-
-    return cache.cached(cfg, "eval", compute, **_eval_key(spec, labels, lang, "mgsm"))["mgsm"]
-
-
-def eval_xcsqa(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase, labels: np.ndarray,
-               spec: pruning.MaskSpec, lang: str) -> pd.DataFrame:
-    """X-CSQA per question (choice log-likelihoods, predicted, correct) of a mask, cached."""
-    def compute() -> dict:
-        items = data.load_xcsqa(lang, cfg.xcsqa_dataset, cfg.xcsqa_n)
-        with evaluation.mask_context(model, labels, spec, cfg.score):
-            return {"xcsqa": evaluation.choice_loglik_scores(model, tokenizer, items, cfg.batch_size)}
-
-    return cache.cached(cfg, "eval", compute, **_eval_key(spec, labels, lang, "xcsqa"))["xcsqa"]
+        tables = evaluation.mgsm_eval_many(model, tokenizer, problems, cfg.gen_max_new_tokens, cfg.batch_size, n,
+                                           select)
+        return [t.astype({"predicted": "float64"}) for t in tables]
+    items = data.load_xcsqa(lang, cfg.xcsqa_dataset, cfg.xcsqa_n)
+    out = []
+    for v in range(n):  # choice scoring sorts pairs by length; one variant at a time keeps it simple
+        if select is not None:
+            select_all = (lambda idx, v=v: select([v] * len(idx)))
+        else:
+            select_all = None
+        out.append(evaluation.choice_loglik_scores(model, tokenizer, items, cfg.batch_size, on_batch=select_all))
+    return out
 
 
 EVAL_PARTS = ("heldout", "mgsm", "xcsqa")
@@ -165,21 +165,53 @@ EVAL_PARTS = ("heldout", "mgsm", "xcsqa")
 def evaluate_jobs(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase, labels: np.ndarray,
                   jobs: list[tuple[pruning.MaskSpec, str]], part: str = "heldout",
                   desc: str = "evaluate") -> pd.DataFrame:
-    """Evaluate (mask, evaluated language) pairs with a progress bar; tidy rows of evaluation.metric_rows.
+    """Evaluate (mask, evaluated language) pairs; tidy rows (evaluation.metric_rows) in the order of `jobs`.
 
-    part: "heldout" (perplexity, bits per byte), "mgsm" (accuracy, gold log-likelihood) or "xcsqa"
-    (accuracy). Each pair is cached on its own, so an interrupted loop resumes where it stopped.
+    part: "heldout" (perplexity and bits per byte of the held-out text), "mgsm" (accuracy and gold-answer
+    log-likelihood) or "xcsqa" (accuracy). Each pair is cached on its own (stage "eval", keyed by the mask's
+    name and hash, its target, the labels and the evaluated language), so an interrupted loop resumes
+    where it stopped. The pairs not cached yet are computed language by language, the static masks of a
+    language together in shared batches (each row under its own mask: pruning.apply_row_masks).
     """
     from .progress import tqdm
 
     if part not in EVAL_PARTS:
         raise ValueError(f"Unknown evaluation part {part!r}; known: {', '.join(EVAL_PARTS)}.")
-    fn = {"heldout": eval_heldout, "mgsm": eval_mgsm, "xcsqa": eval_xcsqa}[part]
+
+    def key(spec: pruning.MaskSpec, lang: str) -> dict:
+        return _eval_key(spec, labels, lang, part)
+
+    pending: dict[str, list[pruning.MaskSpec]] = {}
+    for spec, lang in jobs:
+        if not (cache.stage_dir(cfg, "eval", **key(spec, lang)) / "meta.json").exists():
+            if all(s.name != spec.name or s.language != spec.language for s in pending.get(lang, [])):
+                pending.setdefault(lang, []).append(spec)
+    with tqdm(total=sum(len(v) for v in pending.values()), desc=desc, unit="eval") as bar:
+        for lang, specs in pending.items():
+            groups = [[s] for s in specs if s.method == "dynamic"]
+            static = [s for s in specs if s.method != "dynamic"]
+            groups += [static] if static else []
+            for group in groups:
+                values = _evaluate(cfg, model, tokenizer, labels, group, lang, part)
+                for spec, value in zip(group, values):
+                    cache.cached(cfg, "eval", lambda value=value: {part: value}, **key(spec, lang))
+                bar.update(len(group))
     rows = []
-    for spec, lang in tqdm(jobs, desc=desc, unit="eval"):
-        result = fn(cfg, model, tokenizer, labels, spec, lang)
+    for spec, lang in jobs:
+        result = cache.cached(cfg, "eval", lambda: _missing(spec, lang), **key(spec, lang))[part]
         rows += evaluation.metric_rows(spec, lang, evaluation.summarise(part, result))
     return evaluation.tidy(rows)
+
+
+def _missing(spec: pruning.MaskSpec, lang: str) -> dict:
+    raise RuntimeError(f"Evaluation of {spec.name} on {lang} was not computed (cache folder removed meanwhile?).")
+
+
+def eval_mgsm(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase, labels: np.ndarray,
+              spec: pruning.MaskSpec, lang: str) -> pd.DataFrame:
+    """MGSM per problem (generation, extracted answer, correct, gold log-likelihood) of one mask, cached."""
+    evaluate_jobs(cfg, model, tokenizer, labels, [(spec, lang)], "mgsm", desc="mgsm")
+    return cache.cached(cfg, "eval", lambda: _missing(spec, lang), **_eval_key(spec, labels, lang, "mgsm"))["mgsm"]
 
 
 def split_frequencies(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase,

@@ -5,20 +5,28 @@ no such pair of one model, so `cfg.tuned_model = ""` makes one here, and says so
 supervised instruction tuning of the base model on translation instructions built from the
 bundled UDHR (calibration articles only, every direction between the pivot language, English
 when studied, and each other language of `cfg.languages`). It is *not* a released instruct model:
-a few dozen AdamW steps on a few hundred examples, enough to move the weights measurably and
-to lower the loss on its instructions, no more. With `cfg.tuned_model` set to a hub id or a local
+a few dozen AdamW steps on a few hundred examples, enough to move the weights measurably and to
+lower the loss on its instructions, no more. With `cfg.tuned_model` set to a hub id or a local
 folder, that model is loaded instead (the paper's real pairs, e.g. a Llama 2 chat model).
+
+What is trained: low-rank adapters (LoRA, `tuning_rank`, default 4) on the linear maps that
+`tuning_params` names, in every decoder layer alike (attention and FFN: "layers"; "mlp";
+"attention"), merged into the weights afterwards; `tuning_rank = 0` trains those weights
+themselves (full fine-tune). Embeddings and the LM head stay frozen. No layer is favoured, so
+where the frequencies change most is the model's answer, not the recipe's.
 
 Compute on the CPU is dominated by the LM head of a large vocabulary (Gemma 3: 262k words), so
 the loss computes logits only at the positions that predict a target token: the body's hidden
-states at those positions go through `lm_head` (with the final logit soft-capping of the model's
-config when it has one). Embeddings (tied to the LM head in Gemma) stay frozen; `tuning_params`
-picks which decoder weights move: every weight of the decoder layers ("layers", default), only
-the FFNs ("mlp") or only the attention blocks ("attention").
+states at those positions go through the output embedding (with the final logit soft-capping of
+the model's config when it has one, as in Gemma 2).
 
-The tuned model is cached by the parameters of the "tuning" stage (cache.STAGE_FIELDS) in
-`cache.stage_dir(cfg, "tuning")`: `model/` (save_pretrained, with the tokenizer),
-`history.parquet` (loss per step) and `meta.json` (written last: only a complete folder counts).
+Storage, by the parameters of the "tuning" stage (cache.STAGE_FIELDS): the stage cache
+`cache.stage_dir(cfg, "tuning")` holds `adapter.safetensors` (LoRA; `model/` from save_pretrained
+for a full fine-tune), `history.parquet` (loss per step) and `meta.json` (written last, in a
+folder renamed when complete). Tuning Gemma 3 270M takes several minutes of a small CPU, so the
+default config's adapter (a few MB) is committed under `resources/tuning/<stage key>/`, made by
+`python -m babel_utils.tuning configs/default.yaml`; a config whose key has a committed adapter
+loads it instead of tuning, any other config tunes once and caches.
 """
 
 from __future__ import annotations
@@ -38,12 +46,14 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
+from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from . import cache, data, models, results
 from .adapters import body, d_ff, get_adapter, layers, n_layers
 from .config import BabelConfig
 from .languages import get_language
+from .paths import RESOURCES_DIR
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +63,9 @@ SOURCE_SHARE = 0.5  # at most this share of an example's tokens goes to the sour
 PROMPT = ("Translate article {article} of the Universal Declaration of Human Rights from {src} to {tgt}.\n"
           "{src}: {text}\n{tgt}:")
 OFFLINE_LABEL = "a short instruction tuning we ran here, not a released instruct model"
+LORA_SCALE = 1.0  # the adapter adds scale * B A x
+ADAPTER_FILE = "adapter.safetensors"
+COMMITTED_DIR = RESOURCES_DIR / "tuning"  # committed adapters, one folder per tuning stage key
 EVAL_EXAMPLES = 16  # losses before / after are measured on this many instructions of each set (fixed draw)
 
 
@@ -104,6 +117,9 @@ def check_tuning_config(cfg: BabelConfig) -> None:
     if cfg.tuning_params not in TUNING_PARAMS:
         raise ValueError(f"Config key 'tuning_params' has the bad value {cfg.tuning_params!r}; "
                          f"allowed: {', '.join(TUNING_PARAMS)}.")
+    if not isinstance(cfg.tuning_rank, int) or cfg.tuning_rank < 0:
+        raise ValueError(f"Config key 'tuning_rank' has the bad value {cfg.tuning_rank!r}; allowed: an integer >= 0 "
+                         "(0 = full fine-tune).")
     for key in ("tuning_steps", "tuning_batch", "tuning_max_tokens"):
         value = getattr(cfg, key)
         if not isinstance(value, int) or value < 1:
@@ -224,20 +240,80 @@ def evaluation_rows(encoded: Encoded, n: int = EVAL_EXAMPLES) -> Encoded:
     return encoded.rows(index)
 
 
-def trainable_parameters(model: PreTrainedModel, which: str) -> list[tuple[str, nn.Parameter]]:
-    """The decoder weights that move: every decoder-layer weight, only the FFNs, or only attention."""
+def target_linears(model: PreTrainedModel, which: str) -> dict[str, nn.Linear]:
+    """The linear maps that tuning touches, by name ("layers.3.mlp.up_proj"): every linear map of every
+    decoder layer ("layers"), only the FFNs ("mlp") or only the attention blocks ("attention")."""
     if which not in TUNING_PARAMS:
         raise ValueError(f"Unknown tuning_params {which!r}; allowed: {', '.join(TUNING_PARAMS)}.")
     mlp_name = get_adapter(model).mlp
-    chosen = []
+    chosen = {}
     for i, layer in enumerate(layers(model)):
-        for name, param in layer.named_parameters():
+        for name, module in layer.named_modules():
+            if not isinstance(module, nn.Linear):
+                continue
             if which == "layers" or (which == "mlp" and name.startswith(mlp_name + ".")) or \
                     (which == "attention" and name.startswith("self_attn.")):
-                chosen.append((f"layers.{i}.{name}", param))
+                chosen[f"layers.{i}.{name}"] = module
     if not chosen:
-        raise ValueError(f"tuning_params={which!r} selects no weight of this {model.config.model_type} model.")
+        raise ValueError(f"tuning_params={which!r} selects no linear map of this {model.config.model_type} model.")
     return chosen
+
+
+class LoRA:
+    """Low-rank adapters `W x + scale * B A x` on linear maps, as forward hooks; `merge` folds them into W.
+
+    A starts random (seeded), B at zero, so the tuned model starts as the base model. Every selected
+    map of every layer gets an adapter of the same rank: no layer is favoured.
+    """
+
+    def __init__(self, linears: dict[str, nn.Linear], rank: int, seed: int, scale: float = LORA_SCALE) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        self.linears, self.rank, self.scale = linears, rank, scale
+        self.A, self.B = {}, {}
+        for name, lin in linears.items():
+            w = lin.weight
+            a = torch.randn(rank, lin.in_features, generator=gen) / math.sqrt(lin.in_features)
+            self.A[name] = nn.Parameter(a.to(w.device, w.dtype))
+            self.B[name] = nn.Parameter(torch.zeros(lin.out_features, rank, device=w.device, dtype=w.dtype))
+        self._handles: list = []
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [p for name in self.linears for p in (self.A[name], self.B[name])]
+
+    def attach(self) -> None:
+        for name, lin in self.linears.items():
+            A, B, scale = self.A[name], self.B[name], self.scale
+            self._handles.append(lin.register_forward_hook(
+                lambda module, args, out, A=A, B=B, scale=scale: out + scale * ((args[0] @ A.T) @ B.T)))
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for name in self.linears:
+            out[f"{name}.lora_A"] = self.A[name].detach().cpu().contiguous()
+            out[f"{name}.lora_B"] = self.B[name].detach().cpu().contiguous()
+        return out
+
+
+def merge_adapter(model: PreTrainedModel, adapter: dict[str, torch.Tensor], scale: float) -> None:
+    """Fold LoRA weights into the model in place: W += scale * B @ A (a clear error for a foreign adapter)."""
+    linears = target_linears(model, "layers")
+    names = sorted({key.rsplit(".", 1)[0] for key in adapter})
+    unknown = [n for n in names if n not in linears]
+    if unknown:
+        raise ValueError(f"The adapter names linear maps this model does not have, e.g. {unknown[:3]}.")
+    with torch.no_grad():
+        for name in names:
+            w = linears[name].weight
+            A, B = adapter[f"{name}.lora_A"], adapter[f"{name}.lora_B"]
+            if B.shape[0] != w.shape[0] or A.shape[1] != w.shape[1]:
+                raise ValueError(f"Adapter {name} has shape {tuple(B.shape)} x {tuple(A.shape)}; the model's "
+                                 f"weight is {tuple(w.shape)}: the adapter belongs to another model.")
+            w += (scale * (B.double() @ A.double())).to(w.dtype).to(w.device)
 
 
 def batch_order(n_examples: int, steps: int, batch_size: int, seed: int) -> list[np.ndarray]:
@@ -248,48 +324,68 @@ def batch_order(n_examples: int, steps: int, batch_size: int, seed: int) -> list
     return [order[s * batch_size:(s + 1) * batch_size] for s in range(steps)]
 
 
-def tune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: BabelConfig) -> tuple[pd.DataFrame, dict]:
-    """Tune `model` in place on the instruction data; returns the loss per step and a summary.
+def tune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: BabelConfig
+         ) -> tuple[pd.DataFrame, dict, dict[str, torch.Tensor] | None]:
+    """Tune `model` in place on the instruction data: history (loss per step), summary, LoRA adapter.
 
-    Seeded (`cfg.seed`): the batch order and torch's generator; on the CPU the result is bitwise
-    reproducible for a given machine and torch build.
+    With `tuning_rank > 0` the model's weights end up merged with the trained adapter (returned too, so
+    it can be stored small); with `tuning_rank = 0` the selected weights themselves are trained (no
+    adapter). Seeded by `cfg.seed` (adapter initialisation, batch order); on the CPU a rerun on the same
+    machine and torch build gives the same bits.
     """
     check_tuning_config(cfg)
     torch.manual_seed(cfg.seed)
     train = encode(instruction_examples(cfg), tokenizer, cfg.tuning_max_tokens)
     heldout = encode(instruction_examples(cfg, cfg.heldout_articles), tokenizer, cfg.tuning_max_tokens)
     train_eval, heldout_eval = evaluation_rows(train), evaluation_rows(heldout)
-    params = trainable_parameters(model, cfg.tuning_params)
+    linears = target_linears(model, cfg.tuning_params)
     model.requires_grad_(False)
-    for _, p in params:
-        p.requires_grad_(True)
     model.eval()  # no dropout: the loss is a deterministic function of the weights
     before = {"train": mean_loss(model, train_eval, cfg.tuning_batch),
               "heldout": mean_loss(model, heldout_eval, cfg.tuning_batch)}
-    opt = torch.optim.AdamW([p for _, p in params], lr=cfg.tuning_lr, weight_decay=0.0)
+    lora = LoRA(linears, cfg.tuning_rank, cfg.seed) if cfg.tuning_rank > 0 else None
+    if lora is not None:
+        lora.attach()
+        params = lora.parameters()
+    else:
+        params = [lin.weight for lin in linears.values()] + [lin.bias for lin in linears.values()
+                                                              if lin.bias is not None]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=cfg.tuning_lr, weight_decay=0.0)
     rows, start = [], time.perf_counter()
-    for step, index in enumerate(batch_order(len(train), cfg.tuning_steps, cfg.tuning_batch, cfg.seed), start=1):
-        loss, n_tok = target_loss(model, train.rows(index))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        rows.append({"step": step, "loss": float(loss.detach()), "target_tokens": n_tok})
-        log.info("tuning step %d/%d: loss %.4f", step, cfg.tuning_steps, rows[-1]["loss"])
+    try:
+        for step, index in enumerate(batch_order(len(train), cfg.tuning_steps, cfg.tuning_batch, cfg.seed), 1):
+            loss, n_tok = target_loss(model, train.rows(index))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            rows.append({"step": step, "loss": float(loss.detach()), "target_tokens": n_tok})
+            log.info("tuning step %d/%d: loss %.4f", step, cfg.tuning_steps, rows[-1]["loss"])
+    finally:
+        if lora is not None:
+            lora.detach()
+        for p in params:
+            p.requires_grad_(False)
     seconds = time.perf_counter() - start
-    model.requires_grad_(False)
+    adapter = None
+    if lora is not None:
+        adapter = lora.state_dict()
+        merge_adapter(model, adapter, lora.scale)
     after = {"train": mean_loss(model, train_eval, cfg.tuning_batch),
              "heldout": mean_loss(model, heldout_eval, cfg.tuning_batch)}
-    n_params = sum(p.numel() for _, p in params)
     summary = {
         "steps": cfg.tuning_steps, "batch": cfg.tuning_batch, "lr": cfg.tuning_lr, "params": cfg.tuning_params,
-        "n_trainable": int(n_params), "n_train_examples": len(train), "n_eval_examples": len(train_eval),
+        "rank": cfg.tuning_rank, "lora_scale": LORA_SCALE if lora is not None else None,
+        "n_linear_maps": len(linears), "n_trainable": int(sum(p.numel() for p in params)),
+        "n_train_examples": len(train), "n_eval_examples": len(train_eval),
         "train_target_tokens": int(train.target_mask.sum()),
         "directions": [f"{s}->{t}" for s, t in directions(cfg.languages)],
         "loss_before_train": before["train"], "loss_after_train": after["train"],
         "loss_before_heldout": before["heldout"], "loss_after_heldout": after["heldout"],
         "seconds": seconds,
     }
-    return pd.DataFrame(rows, columns=["step", "loss", "target_tokens"]), summary
+    return pd.DataFrame(rows, columns=["step", "loss", "target_tokens"]), summary, adapter
 
 
 # --------------------------------------------------------------------------- the cached tuned model
@@ -300,47 +396,82 @@ def tuned_dir(cfg: BabelConfig) -> Path:
     return cache.stage_dir(cfg, "tuning")
 
 
-def _load_folder(folder: Path, cfg: BabelConfig) -> PreTrainedModel:
-    dev = models.resolve_device(cfg.device)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=models.resolve_dtype(cfg.dtype, dev)).to(dev)
-    model.eval()
-    model.requires_grad_(False)
-    return model
+def committed_dir(cfg: BabelConfig) -> Path:
+    """Where a committed adapter of this config would be: resources/tuning/<stage key>/ (LoRA only)."""
+    return COMMITTED_DIR / cache.stage_key(cfg, "tuning")
+
+
+def _write_stage(folder: Path, cfg: BabelConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                 history: pd.DataFrame, summary: dict, adapter: dict[str, torch.Tensor] | None) -> None:
+    """Write a tuning result atomically: a temporary folder renamed when complete (meta.json last)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        if adapter is not None:
+            save_file(adapter, str(tmp / ADAPTER_FILE))
+        else:
+            model.save_pretrained(tmp / "model")
+            tokenizer.save_pretrained(tmp / "model")
+        results.save(tmp, "history", history)
+        results.write_json(tmp / "meta.json", results.sidecar(
+            cfg.to_dict(), stage="tuning", names=["history"], params=cache.stage_params(cfg, "tuning"),
+            summary=summary))
+        if folder.exists():  # an incomplete folder of a killed run
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _load_stage(folder: Path, cfg: BabelConfig, base: PreTrainedModel) -> tuple[PreTrainedModel, dict, pd.DataFrame]:
+    """The tuned model of a stored tuning: base + merged adapter, or the saved fully tuned model."""
+    meta = results.read_json(folder / "meta.json")
+    summary = meta["summary"]
+    if (folder / ADAPTER_FILE).exists():
+        tuned = copy.deepcopy(base)
+        merge_adapter(tuned, load_file(str(folder / ADAPTER_FILE)), float(summary["lora_scale"]))
+    else:
+        dev = models.resolve_device(cfg.device)
+        tuned = AutoModelForCausalLM.from_pretrained(folder / "model", dtype=models.resolve_dtype(cfg.dtype, dev))
+        tuned = tuned.to(dev)
+    tuned.eval()
+    tuned.requires_grad_(False)
+    return tuned, summary, results.load(folder, "history")
 
 
 def offline_tuned(cfg: BabelConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> Tuned:
-    """The offline tuned model: loaded from the cache, else tuned from a copy of `model` and stored.
-
-    The stage folder is written in a temporary folder and renamed when complete, so a killed run
-    leaves nothing that counts as cached.
-    """
+    """The offline tuned model: from the stage cache, else from a committed adapter of this exact config
+    (resources/tuning/), else tuned now from a copy of `model` and cached. `model` is never changed."""
     check_tuning_config(cfg)
     folder = tuned_dir(cfg)
+    source = "cache"
     if not (folder / "meta.json").exists():
-        model = copy.deepcopy(model)  # the caller's base model stays the base model
-        history, summary = tune(model, tokenizer, cfg)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-        try:
-            model.save_pretrained(tmp / "model")
-            tokenizer.save_pretrained(tmp / "model")
-            results.save(tmp, "history", history)
-            results.write_json(tmp / "meta.json", results.sidecar(
-                cfg.to_dict(), stage="tuning", names=["history"], params=cache.stage_params(cfg, "tuning"),
-                summary=summary))
-            if folder.exists():  # an incomplete folder of a killed run
-                shutil.rmtree(folder)
-            tmp.rename(folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        del model
-    else:
-        log.info("tuning: cached in %s", folder)
-    meta = results.read_json(folder / "meta.json")
-    tuned = _load_folder(folder / "model", cfg)
-    return Tuned(tuned, tokenizer, name=f"{cfg.model} + short instruction tuning", label=OFFLINE_LABEL,
-                 folder=folder, history=results.load(folder, "history"), meta=meta["summary"])
+        if (committed_dir(cfg) / "meta.json").exists():
+            folder, source = committed_dir(cfg), "committed"
+        else:
+            tuned = copy.deepcopy(model)
+            history, summary, adapter = tune(tuned, tokenizer, cfg)
+            _write_stage(folder, cfg, tuned, tokenizer, history, summary, adapter)
+            del tuned
+    log.info("tuning: the tuned model comes from %s (%s)", folder, source)
+    tuned, summary, history = _load_stage(folder, cfg, model)
+    kind = f"LoRA rank {summary['rank']}" if summary.get("rank") else "full fine-tune"
+    return Tuned(tuned, tokenizer, name=f"{cfg.model} + short instruction tuning ({kind})", label=OFFLINE_LABEL,
+                 folder=folder, history=history, meta=summary)
+
+
+def write_committed(cfg: BabelConfig) -> Path:
+    """Tune the config's model (LoRA) and store the adapter in resources/tuning/<stage key>/ for committing."""
+    if cfg.tuned_model:
+        raise ValueError("tuned_model is set: there is nothing to tune offline.")
+    if cfg.tuning_rank < 1:
+        raise ValueError("Only LoRA adapters (tuning_rank >= 1) are small enough to commit.")
+    model, tokenizer = models.load_model(cfg.model, cfg.dtype, cfg.device, cfg.device_map)
+    history, summary, adapter = tune(model, tokenizer, cfg)
+    target = committed_dir(cfg)
+    _write_stage(target, cfg, model, tokenizer, history, summary, adapter)
+    return target
 
 
 def check_same_layout(base_labels: np.ndarray, tuned: PreTrainedModel, name: str) -> None:
@@ -366,8 +497,9 @@ def load_tuned(cfg: BabelConfig, model: PreTrainedModel, tokenizer: PreTrainedTo
 
 
 def record_config(cfg: BabelConfig, tuned: Tuned) -> BabelConfig:
-    """The config under which the tuned model's counts are cached: its `model` names the tuned model."""
-    return cfg.replace(model=cfg.tuned_model or str(tuned.folder / "model"))
+    """The config under which the tuned model's counts are cached: its `model` names the tuned model
+    (`tuned_model`, or the base model's name with the tuning stage's key), apart from the base model's."""
+    return cfg.replace(model=cfg.tuned_model or f"{cfg.model}+tuned:{cache.stage_key(cfg, 'tuning')}")
 
 
 def weight_change(base: PreTrainedModel, tuned: PreTrainedModel) -> pd.DataFrame:
@@ -386,10 +518,35 @@ def describe_tuning(tuned: Tuned) -> str:
     if not tuned.meta:
         return f"The tuned model is {tuned.label}; its base model's expert labels index its FFN neurons."
     m = tuned.meta
+    how = (f"LoRA adapters of rank {m['rank']} on {m['n_linear_maps']} linear maps ({m['params']}, every layer "
+           f"alike), {m['n_trainable'] / 1e6:.2f} M trained weights merged into the model afterwards"
+           if m.get("rank") else f"a full fine-tune of {m['n_trainable'] / 1e6:.1f} M weights ({m['params']})")
     return (f"The tuned model is {tuned.label}: {m['steps']} AdamW steps (batch {m['batch']}, lr {m['lr']:g}) on "
             f"{m['n_train_examples']} translation instructions built from UDHR articles "
-            f"({len(m['directions'])} directions), moving {m['n_trainable'] / 1e6:.1f} M weights "
-            f"({m['params']}). The mean target-token loss on {m['n_eval_examples']} of its training instructions "
-            f"went from {m['loss_before_train']:.3f} to {m['loss_after_train']:.3f} nats, and on "
-            f"{m['n_eval_examples']} held-out instructions (other articles) from {m['loss_before_heldout']:.3f} "
-            f"to {m['loss_after_heldout']:.3f}.")
+            f"({len(m['directions'])} directions); {how}. The mean target-token loss on {m['n_eval_examples']} of "
+            f"its training instructions went from {m['loss_before_train']:.3f} to {m['loss_after_train']:.3f} nats, "
+            f"and on {m['n_eval_examples']} held-out instructions (other articles) from "
+            f"{m['loss_before_heldout']:.3f} to {m['loss_after_heldout']:.3f}.")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m babel_utils.tuning CONFIG [KEY=VALUE ...]`: make the committed LoRA adapter of a config."""
+    import argparse
+
+    from .config import load_config
+
+    parser = argparse.ArgumentParser(prog="python -m babel_utils.tuning", description=main.__doc__)
+    parser.add_argument("config")
+    parser.add_argument("overrides", nargs="*", help="key=value")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = load_config(args.config, args.overrides)
+    target = write_committed(cfg)
+    print(f"adapter written to {target}")
+    print(describe_tuning(Tuned(None, None, cfg.model, OFFLINE_LABEL, target, pd.DataFrame(),
+                                results.read_json(target / "meta.json")["summary"])))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

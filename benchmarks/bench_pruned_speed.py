@@ -12,13 +12,20 @@ pruned. `--target full` times the whole causal LM instead. It also times the FFN
 
     python benchmarks/bench_pruned_speed.py                      # gemma-270m-like body, CPU, < 1 min
     python benchmarks/bench_pruned_speed.py --shape llama2-7b --device cuda --dtype bfloat16 --tokens 2048
+
+With `--model` (a built-in name, hub id or folder) the real model is pruned instead, and with `--run`
+the mask is a real one: a mask of `07_pruning` (`--mask`, e.g. threshold or sorting@0.5, for target
+`--language`) with the run's expert labels. `--export DIR` writes the physically pruned model to DIR
+(`pruning.save_pruned`: safetensors + config.json with every layer's FFN width), reloads it with
+`pruning.load_pruned`, and times the reloaded model:
+
+    python benchmarks/bench_pruned_speed.py --model gemma-3-270m --run default --mask threshold --export /tmp/pruned
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import statistics
 import time
 from typing import Callable
 
@@ -64,6 +71,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="time the model body (no LM head) or the full causal LM")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
+    p.add_argument("--model", default="", help="prune this real model (built-in name, hub id or folder) "
+                   "instead of a random one of --shape")
+    p.add_argument("--run", default="", help="take labels and the mask from runs/<RUN>/results (07_pruning)")
+    p.add_argument("--mask", default="threshold", help="with --run: the mask's method or name, e.g. threshold, "
+                   "sorting@0.5, layerwise@0.25")
+    p.add_argument("--language", default="en", help="with --run: the mask's target language")
+    p.add_argument("--export", default="", help="save the pruned model here, reload it and time the reloaded one")
     return p.parse_args(argv)
 
 
@@ -106,6 +120,20 @@ def make_mask(model: nn.Module, n_experts: int, ratio: float, mode: str, seed: i
     return sorting_mask(freqs, ratio, mode)
 
 
+def run_mask(run: str, language: str, mask: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """Labels and one 07_pruning mask of a run: (labels [L, d_ff], mask [L, E], the mask's name)."""
+    from babel_utils import paths, results
+    from babel_utils.pruning import masks_from_results
+
+    res = paths.results_dir(paths.run_dir(run))
+    specs = masks_from_results({"mask_specs": results.load(res, "mask_specs"), "masks": results.load(res, "masks")})
+    found = [s for s in specs if s.language == language and mask in (s.method, s.name)]
+    if not found:
+        names = sorted({s.name for s in specs if s.language == language})
+        raise ValueError(f"No mask {mask!r} for {language!r} in {res}; masks there: {', '.join(names) or 'none'}.")
+    return results.load(res, "labels"), found[0].mask, found[0].name
+
+
 def contiguous_labels(model: nn.Module, n_experts: int) -> np.ndarray:
     """Expert e = neurons [e*m, (e+1)*m) of every layer (the split does not matter for speed)."""
     return np.tile(np.arange(d_ff(model)) // (d_ff(model) // n_experts), (n_layers(model), 1))
@@ -117,27 +145,12 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _once_ms(fn: Callable[[], object], device: torch.device) -> float:
-    synchronize(device)
-    start = time.perf_counter()
-    fn()
-    synchronize(device)
-    return (time.perf_counter() - start) * 1000
-
-
-@torch.inference_mode()
 def paired_median_ms(fns: dict[str, Callable[[], object]], device: torch.device, warmup: int,
                      repeats: int) -> dict[str, float]:
-    """Median wall time (ms) of each fn after warm-up; repeats interleaved (A B A B ...) so that
-    load changes on a shared machine hit every contender alike."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            times[name].append(_once_ms(fn, device))
-    return {name: statistics.median(t) for name, t in times.items()}
+    """Median wall time (ms) of each fn after warm-up, repeats interleaved (babel_utils.pruning)."""
+    from babel_utils.pruning import paired_median_ms as paired
+
+    return paired(fns, device, warmup, repeats)
 
 
 def forward_fn(model: nn.Module, target: str, input_ids: torch.Tensor) -> Callable[[], object]:
@@ -165,13 +178,17 @@ def max_difference(model: nn.Module, pruned: nn.Module, labels: np.ndarray, mask
 def report(args: argparse.Namespace, model: nn.Module, pruned: nn.Module, mask: np.ndarray,
            times: dict[str, float], diff: float, device: torch.device, dtype: torch.dtype) -> None:
     """Print the setup and the measured figures."""
-    widths = sorted({projections(pruned, i)[1].out_features for i in range(n_layers(pruned))})
+    widths = [projections(pruned, i)[1].out_features for i in range(n_layers(pruned))]
     share = pruned_share(mask)
     what = ("model body (embeddings + decoder layers, no LM head)" if args.target == "body"
             else "full causal LM (LM head included)")
-    print(f"shape {args.shape}: {model.config.model_type}, {n_layers(model)} layers, hidden "
-          f"{model.config.hidden_size}, d_ff {d_ff(model)} -> kept widths {widths}; {args.experts} experts, "
-          f"{share:.0%} pruned ({args.mode})")
+    kept = (f"kept widths {sorted(set(widths))}" if len(set(widths)) <= 3 else
+            f"kept widths {min(widths)}-{max(widths)} (mean {np.mean(widths):.0f})")
+    source = args.model or f"shape {args.shape}"
+    how = args.mask_name if args.run else f"{args.mode}, random frequencies"
+    print(f"{source}: {model.config.model_type}, {n_layers(model)} layers, hidden "
+          f"{model.config.hidden_size}, d_ff {d_ff(model)} -> {kept}; {mask.shape[1]} experts, "
+          f"{share:.0%} pruned ({how})")
     print(f"device {device} ({torch.get_num_threads()} CPU threads), {str(dtype).removeprefix('torch.')}, "
           f"{args.batch} x {args.tokens} tokens; timed: {what}; median of {args.repeats} interleaved "
           f"after {args.warmup} warm-up")
@@ -182,6 +199,9 @@ def report(args: argparse.Namespace, model: nn.Module, pruned: nn.Module, mask: 
     print(f"FFNs alone: dense {fd:.1f} ms ({fd / dense:.0%} of the dense {args.target}), pruned {fp:.1f} ms: "
           f"{fd / fp:.2f}x faster")
     print(f"check: max |pruned - masked dense| of the body output = {diff:.2e}")
+    if "reloaded" in times:
+        print(f"exported to {args.export} and reloaded: {times['reloaded']:.1f} ms "
+              f"({dense / times['reloaded']:.2f}x faster than dense)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -193,18 +213,36 @@ def main(argv: list[str] | None = None) -> None:
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     t0 = time.perf_counter()
-    model = build_model(args.shape, device, dtype, args.seed)
-    labels = contiguous_labels(model, args.experts)
-    mask = make_mask(model, args.experts, args.ratio, args.mode, args.seed)
+    if args.model:
+        from babel_utils.models import load_model
+
+        model, _ = load_model(args.model, str(dtype).removeprefix("torch."), str(device))
+    else:
+        model = build_model(args.shape, device, dtype, args.seed)
+    if args.run:
+        labels, mask, args.mask_name = run_mask(args.run, args.language, args.mask)
+    else:
+        labels = contiguous_labels(model, args.experts)
+        mask = make_mask(model, args.experts, args.ratio, args.mode, args.seed)
     pruned = physically_prune(model, labels, mask)
     log.info("built and pruned in %.1f s", time.perf_counter() - t0)
     gen = torch.Generator().manual_seed(args.seed)
     input_ids = torch.randint(0, model.config.vocab_size, (args.batch, args.tokens), generator=gen).to(device)
     x = torch.randn(args.batch, args.tokens, model.config.hidden_size, generator=gen).to(device, dtype)
     diff = max_difference(model, pruned, labels, mask, input_ids)
-    times = paired_median_ms({"dense": forward_fn(model, args.target, input_ids),
-                              "pruned": forward_fn(pruned, args.target, input_ids)},
-                             device, args.warmup, args.repeats)
+    contenders = {"dense": forward_fn(model, args.target, input_ids),
+                  "pruned": forward_fn(pruned, args.target, input_ids)}
+    if args.export:
+        from babel_utils.pruning import load_pruned, save_pruned
+
+        save_pruned(pruned, args.export)
+        reloaded = load_pruned(args.export, dtype, str(device))
+        with torch.inference_mode():
+            same = torch.equal(body(reloaded)(input_ids=input_ids, use_cache=False).last_hidden_state,
+                               body(pruned)(input_ids=input_ids, use_cache=False).last_hidden_state)
+        log.info("exported to %s; the reloaded model computes the same: %s", args.export, same)
+        contenders["reloaded"] = forward_fn(reloaded, args.target, input_ids)
+    times = paired_median_ms(contenders, device, args.warmup, args.repeats)
     times.update(paired_median_ms({"ffn_dense": ffn_fn(model, x), "ffn_pruned": ffn_fn(pruned, x)},
                                   device, args.warmup, args.repeats))
     report(args, model, pruned, mask, times, diff, device, dtype)

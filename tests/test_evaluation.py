@@ -273,3 +273,209 @@ def test_evaluate_language_and_mask(llama, tmp_path):
     assert set(rows[0]) == {"language", "target", "method", "ratio", "seed", "metric", "value"}
     ppl = {r["metric"]: r["value"] for r in rows}["perplexity"]
     assert ppl != pytest.approx(en["perplexity"])
+
+
+# --------------------------------------------------------------------------- logits only where needed
+
+
+@pytest.mark.parametrize("softcap", [None, 3.0])
+def test_next_token_logprobs_equal_the_full_model(tiny, softcap):
+    from babel_utils.evaluation import _next_token_logprobs
+
+    model, tokenizer = tiny
+    model.config.final_logit_softcapping = softcap if model.config.model_type == "gemma3_text" else None
+    try:
+        enc = tokenizer(["Everyone has the right to rest and leisure.", "Toute personne"], return_tensors="pt",
+                        padding=True)
+        ids, am = enc["input_ids"], enc["attention_mask"]
+        with torch.no_grad():
+            ref = model(input_ids=ids, attention_mask=am).logits.double().log_softmax(-1)
+        ref = ref[:, :-1].gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+        got = _next_token_logprobs(model, ids, am)
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+        scored = am[:, 1:].bool()
+        part = _next_token_logprobs(model, ids, am, scored)
+        torch.testing.assert_close(part[scored], ref[scored], rtol=1e-5, atol=1e-5)
+        assert (part[~scored] == 0).all()
+    finally:
+        model.config.final_logit_softcapping = None
+
+
+def test_perplexity_does_not_depend_on_batching(tiny):
+    model, tokenizer = tiny
+    one = perplexity(model, tokenizer, TEXTS, max_tokens=50, seq_len=24, batch_size=1)
+    many = perplexity(model, tokenizer, TEXTS, max_tokens=50, seq_len=24, batch_size=8)
+    assert one["n_tokens"] == many["n_tokens"] == 50
+    assert one["nll_sum"] == pytest.approx(many["nll_sum"], rel=1e-5)
+
+
+def test_generation_stopped_early_is_a_prefix_of_the_full_one(llama):
+    import re
+
+    from babel_utils.evaluation import _NEXT_QUESTION, _StopAt
+
+    model, tokenizer = llama
+    prompts = [mgsm_prompt("What is 2 + 2?"), mgsm_prompt("Tom has 3 apples and buys 4 more. How many?")]
+    full = generate_greedy(model, tokenizer, prompts, 12, batch_size=2)
+    stopped = generate_greedy(model, tokenizer, prompts, 12, batch_size=2, stop_at=re.compile("."))
+    for f, s in zip(full, stopped):
+        assert f.startswith(s) and len(s) <= len(f)
+    done = _StopAt(tokenizer, 0, _NEXT_QUESTION)._done
+    assert done(" 18\nQuestion: x") and done(" 18 Question : 5") and not done(" 18 Question :")
+    assert not done(" 18\nQuestion") and not done(" 18 Questions are hard")
+    assert extract_answer(" 18\nQuestion: 5 apples") == extract_answer(" 18\nQuestion:") == 18
+
+
+# --------------------------------------------------------------------------- tables and verdicts
+
+
+def _tidy_fixture() -> pd.DataFrame:
+    """Two languages; sorting beats every random seed in en, loses in fr; layerwise matches dense in en."""
+    from babel_utils.evaluation import tidy
+
+    rows = []
+
+    def add(lang, method, ratio, seed, value, target=None, mask=None):
+        rows.append({"language": lang, "target": target or lang, "method": method, "ratio": ratio, "seed": seed,
+                     "top_k": None, "mask": mask or (method if method == "dense" else
+                                                     f"{method}@{ratio:g}" + (f"#{seed}" if seed is not None else "")),
+                     "metric": "bits_per_byte", "value": value})
+    for lang, dense, sort, layer, rand in [("en", 1.0, 1.05, 1.005, (1.2, 1.3, 1.25)),
+                                           ("fr", 2.0, 2.5, 2.2, (2.3, 2.4, 2.35))]:
+        add(lang, "dense", 0.0, None, dense)
+        add(lang, "sorting", 0.25, None, sort)
+        add(lang, "layerwise", 0.25, None, layer)
+        for seed, value in enumerate(rand):
+            add(lang, "random", 0.25, seed, value)
+    add("fr", "sorting", 0.25, None, 2.1, target="en", mask="sorting@0.25")
+    add("en", "sorting", 0.25, None, 1.4, target="fr", mask="sorting@0.25")
+    return tidy(rows)
+
+
+def test_guided_vs_random_and_verdict():
+    from babel_utils.evaluation import guided_vs_random, verdict
+
+    cmp = guided_vs_random(_tidy_fixture())
+    row = cmp[(cmp.language == "en") & (cmp.method == "sorting")].iloc[0]
+    assert row["random_mean"] == pytest.approx(1.25) and row["gain"] == pytest.approx(0.2)
+    assert row["beats_random_mean"] and row["beats_every_seed"] and row["n_seeds"] == 3
+    fr = cmp[(cmp.language == "fr") & (cmp.method == "sorting")].iloc[0]
+    assert not fr["beats_random_mean"] and fr["gain"] == pytest.approx(-0.15)
+    text = verdict(cmp)
+    assert "sorting at 25% pruned: better than the random mean in 1 of 2 languages" in text
+    assert "It does NOT beat random in: French." in text
+    assert "in 75% of the (language, method, ratio) cases, not in all" in text
+
+
+def test_match_table_and_sentence():
+    from babel_utils.evaluation import describe_matches, match_table, relative_to_dense
+
+    df = _tidy_fixture()
+    rel = relative_to_dense(df[df.language == df.target])
+    assert rel.loc[(rel.language == "en") & (rel.method == "layerwise"), "matches"].item()  # +0.5 % <= 1 %
+    assert not rel.loc[(rel.language == "en") & (rel.method == "sorting"), "matches"].item()
+    table = match_table(df)
+    assert table.loc["layerwise@0.25", "en"] == "+0.5% ✓"
+    assert table.loc["random@0.25 (mean)", "fr"] == "+17.5%"
+    assert "layerwise@0.25 in 1 of 2 languages (English)" in describe_matches(df)
+
+
+def test_cross_language_matrix_and_sentence():
+    from babel_utils.evaluation import cross_language_matrix, describe_cross_language
+
+    df = _tidy_fixture()
+    df = df[(df.method == "dense") | ((df.method == "sorting"))]
+    m = cross_language_matrix(df)
+    assert m.loc["en", "fr"] == pytest.approx(0.05) and m.loc["fr", "en"] == pytest.approx(0.4)
+    assert m.loc["en", "en"] == pytest.approx(0.05)
+    text = describe_cross_language(m)
+    assert "least for 1 of 2 languages" in text and "same family, other genus +22.5% (2 pairs)" in text
+
+
+def test_split_comparison_sentence():
+    from babel_utils.evaluation import describe_split_comparison
+
+    df = _tidy_fixture()
+    df = pd.concat([df.assign(split="kmeans"),
+                    df.assign(split="random", value=np.where(df.method == "dense", df.value, df.value * 1.1))])
+    df = df[df.language == df.target]
+    text = describe_split_comparison(df)
+    assert "Under frequency sorting, the kmeans split's experts lose least" in text
+
+
+def test_summarise_parts():
+    from babel_utils.evaluation import summarise
+
+    assert summarise("heldout", {"perplexity": 3.0, "bits_per_byte": 1.0, "n_tokens": 5}) == \
+        {"perplexity": 3.0, "bits_per_byte": 1.0}
+    mgsm = pd.DataFrame({"correct": [True, False], "gold_loglik": [-1.0, -3.0], "gold_loglik_mean": [-0.5, -1.5]})
+    assert summarise("mgsm", mgsm) == {"mgsm_accuracy": 0.5, "mgsm_gold_loglik": -2.0,
+                                       "mgsm_gold_loglik_per_token": -1.0}
+    with pytest.raises(ValueError, match="Unknown evaluation part"):
+        summarise("bleu", None)
+
+
+# --------------------------------------------------------------------------- cached evaluation stages
+
+
+def test_cached_evaluation_stages(llama, tmp_path):
+    from babel_utils import stages
+    from babel_utils.evaluation import mask_label
+
+    model, tokenizer = llama
+    cfg = _small_cfg(tmp_path)
+    labels = balanced_labels(n_layers(model), d_ff(model), 16)
+    mask = sorting_mask(np.random.default_rng(0).random((4, 16)), 0.5)
+    spec = MaskSpec("en", "sorting", 0.5, None, mask)
+    jobs = [(dense_spec("en", 4, 16), "en"), (spec, "en"), (spec, "fr")]
+    first = stages.evaluate_jobs(cfg, model, tokenizer, labels, jobs, "heldout")
+    assert list(first["mask"].unique()) == ["dense", "sorting@0.5"]
+    assert set(first["metric"]) == {"perplexity", "bits_per_byte"} and len(first) == 6
+    with apply_ref(model, labels, mask):
+        ref = perplexity(model, tokenizer, data.heldout_texts(cfg, "fr"), cfg.eval_max_tokens, cfg.seq_len, 4)
+    got = first[(first.language == "fr") & (first.metric == "bits_per_byte")]["value"].item()
+    assert got == pytest.approx(ref["bits_per_byte"], rel=1e-6)
+    assert (first["target"] == "en").all()
+    # cached: a second call computes nothing (the model would fail if it ran)
+    again = stages.evaluate_jobs(cfg, None, tokenizer, labels, jobs, "heldout")
+    pd.testing.assert_frame_equal(first, again)
+    # another mask of the same name is another cache entry
+    other = MaskSpec("en", "sorting", 0.5, None, ~mask | mask.all(axis=1, keepdims=True))
+    assert stages._eval_key(other, labels, "en", "heldout") != stages._eval_key(spec, labels, "en", "heldout")
+    mgsm = stages.evaluate_jobs(cfg, model, tokenizer, labels, [(spec, "en")], "mgsm")
+    assert set(mgsm["metric"]) == {"mgsm_accuracy", "mgsm_gold_loglik", "mgsm_gold_loglik_per_token"}
+    assert mask_label(MaskSpec("fr", "threshold", 0.3, None, mask)) == "threshold"
+    with pytest.raises(ValueError, match="Unknown evaluation part"):
+        stages.evaluate_jobs(cfg, model, tokenizer, labels, jobs, "bleu")
+
+
+def apply_ref(model, labels, mask):
+    from babel_utils.pruning import apply_mask
+
+    return apply_mask(model, labels, mask)
+
+
+def test_perplexity_and_mgsm_of_several_masks_at_once(llama, tmp_path):
+    from babel_utils.evaluation import mgsm_eval_many, perplexity_many
+    from babel_utils.pruning import apply_mask, apply_row_masks
+
+    model, tokenizer = llama
+    labels = balanced_labels(n_layers(model), d_ff(model), 16)
+    rng = np.random.default_rng(1)
+    masks = np.stack([np.ones((4, 16), dtype=bool)] + [sorting_mask(rng.random((4, 16)), r) for r in (0.25, 0.5)])
+    with apply_row_masks(model, labels, masks) as select:
+        many = perplexity_many(model, tokenizer, TEXTS, 60, 24, 4, len(masks), select)
+    for mask, got in zip(masks, many):
+        with apply_mask(model, labels, mask):
+            ref = perplexity(model, tokenizer, TEXTS, max_tokens=60, seq_len=24, batch_size=2)
+        assert got["n_tokens"] == ref["n_tokens"] and got["n_bytes"] == ref["n_bytes"]
+        assert got["nll_sum"] == pytest.approx(ref["nll_sum"], rel=1e-5)
+    df = pd.DataFrame({"question": ["What is 2 + 2?", "Tom has 3 apples and buys 4. How many?"],
+                       "answer": ["4", "7"], "answer_number": [4.0, 7.0], "lang": "en"})
+    with apply_row_masks(model, labels, masks) as select:
+        tables = mgsm_eval_many(model, tokenizer, df, 5, 4, len(masks), select)
+    for mask, table in zip(masks, tables):
+        with apply_mask(model, labels, mask):
+            ref = mgsm_eval(model, tokenizer, df, max_new_tokens=5, batch_size=1)
+        assert table["generation"].tolist() == ref["generation"].tolist()
+        np.testing.assert_allclose(table["gold_loglik"], ref["gold_loglik"], rtol=1e-5)

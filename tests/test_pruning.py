@@ -242,3 +242,93 @@ def test_mask_spec_names():
     m = np.ones((2, 4), dtype=bool)
     assert MaskSpec("en", "random", 0.25, 1, m).name == "random@0.25#1"
     assert MaskSpec("en", "sorting", 0.5, None, m).name == "sorting@0.5"
+
+
+# --------------------------------------------------------------------------- export, timing, comparing masks
+
+
+def test_exported_pruned_model_reloads_with_uneven_widths(tiny, tmp_path):
+    from babel_utils.pruning import load_pruned, save_pruned
+
+    model, tokenizer = tiny
+    labels = balanced_labels(n_layers(model), d_ff(model), 16, seed=3)
+    mask = sorting_mask(np.random.default_rng(4).random((n_layers(model), 16)), 0.4, "global")
+    sliced = physically_prune(model, labels, mask)
+    assert len(set(sliced.config.pruned_intermediate_sizes)) > 1  # the widths differ by layer
+    save_pruned(sliced, tmp_path / "pruned", tokenizer)
+    loaded = load_pruned(tmp_path / "pruned")
+    enc = _inputs(tokenizer)
+    with torch.no_grad():
+        assert torch.equal(loaded(**enc).logits, sliced(**enc).logits)
+    assert [projections(loaded, i)[0].out_features for i in range(n_layers(loaded))] == \
+        sliced.config.pruned_intermediate_sizes
+    with pytest.raises(ValueError, match="pruned_intermediate_sizes"):
+        model.save_pretrained(tmp_path / "dense")
+        load_pruned(tmp_path / "dense")
+
+
+def test_paired_median_ms_times_every_contender():
+    from babel_utils.pruning import paired_median_ms
+
+    calls = {"a": 0, "b": 0}
+
+    def bump(name):
+        calls[name] += 1
+    times = paired_median_ms({"a": lambda: bump("a"), "b": lambda: bump("b")}, "cpu", warmup=1, repeats=3)
+    assert set(times) == {"a", "b"} and all(t >= 0 for t in times.values())
+    assert calls == {"a": 4, "b": 4}
+
+
+def test_overlap_sentence_and_most_different_pair():
+    import pandas as pd
+
+    from babel_utils.pruning import describe_overlap, most_different_pair
+
+    langs = ["en", "fr", "hi"]
+    jac = pd.DataFrame([[1.0, 0.6, 0.2], [0.6, 1.0, 0.3], [0.2, 0.3, 1.0]], index=langs, columns=langs)
+    kept = pd.DataFrame([[0, 5, 40], [5, 0, 30], [45, 20, 0]], index=langs, columns=langs)
+    assert most_different_pair(jac) == ("en", "hi")
+    text = describe_overlap(jac, kept, 100)
+    assert "0.20 (English-Hindi)" in text and "0.60 (English-French)" in text
+    assert "Pruning for English would take most from Hindi: 45 experts (45.0% of all)" in text
+
+
+def test_build_masks_bad_input_messages(freqs):
+    cfg = BabelConfig(languages=("en",))
+    F = {"en": freqs}
+    levels = {"en": np.ones(L)}
+    with pytest.raises(ValueError, match=r"prune_ratios.*\[0, 1\)"):
+        BabelConfig(prune_ratios=(0.25, 1.0))
+    with pytest.raises(ValueError, match="'zh' has no activation frequencies .*en"):
+        build_masks(F, levels, cfg, languages=["zh"])
+    with pytest.raises(ValueError, match="'random' has no activation levels|has no activation levels"):
+        build_masks(F, {}, cfg)
+    with pytest.raises(ValueError, match="Unknown pruning method 'magnitude'"):
+        make_mask("magnitude", freqs, 0.25)
+    with pytest.raises(ValueError, match="needs the layers' activation levels"):
+        make_mask("layerwise", freqs, 0.25)
+
+
+def test_row_masks_equal_one_mask_at_a_time(tiny):
+    from babel_utils.pruning import apply_row_masks
+
+    model, tokenizer = tiny
+    labels = balanced_labels(n_layers(model), d_ff(model), 16, seed=6)
+    rng = np.random.default_rng(2)
+    masks = np.stack([sorting_mask(rng.random((4, 16)), r, "global") for r in (0.0, 0.25, 0.5)])
+    enc = tokenizer(["Everyone has the right to work."] * 4, return_tensors="pt")
+    order = [2, 0, 1, 2]
+    with torch.no_grad():
+        with apply_row_masks(model, labels, masks) as select:
+            select(order)
+            batched = model(**enc).logits
+            with pytest.raises(RuntimeError, match="select"):
+                model(input_ids=enc["input_ids"][:2])  # 2 rows, but 4 selected
+        for row, k in enumerate(order):
+            with apply_mask(model, labels, masks[k]):
+                single = model(input_ids=enc["input_ids"][row:row + 1]).logits
+            torch.testing.assert_close(batched[row:row + 1], single, rtol=1e-5, atol=1e-5)
+    assert all(len(d._forward_pre_hooks) == 0 for d in down_projs(model))
+    with pytest.raises(ValueError, match="outside"):
+        with apply_row_masks(model, labels, masks) as select:
+            select([3])

@@ -5,10 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from babel_utils import cache, config, models, tuning
+from babel_utils import cache, config, models, paths, tuning
 
 TINY = dict(model="tiny-llama", device="cpu", languages=["en", "fr", "hi"], tuning_steps=6, tuning_lr=3e-3,
             tuning_batch=4, tuning_max_tokens=48)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """A tiny model runs fastest (and bitwise reproducibly) on one thread, even on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def _cfg(**changes) -> config.BabelConfig:
@@ -34,40 +43,72 @@ def test_instruction_data_directions_and_encoding():
     assert {e.article for e in held} == set(range(21, 31))
 
 
-def test_tuning_lowers_the_training_loss_and_is_seeded():
-    cfg = _cfg()
+@pytest.mark.parametrize("rank", [4, 0])
+def test_tuning_lowers_the_training_loss_and_is_seeded(rank):
+    cfg = _cfg(tuning_rank=rank, tuning_lr=1e-2 if rank else 3e-3)
     model, tok = _model()
-    history, summary = tuning.tune(model, tok, cfg)
-    assert len(history) == cfg.tuning_steps
+    history, summary, adapter = tuning.tune(model, tok, cfg)
+    assert len(history) == cfg.tuning_steps and (adapter is not None) == (rank > 0)
     assert summary["loss_after_train"] < summary["loss_before_train"] - 0.05
     again, _ = _model()
-    history2, summary2 = tuning.tune(again, tok, cfg)
+    history2, _, adapter2 = tuning.tune(again, tok, cfg)
     assert history["loss"].tolist() == history2["loss"].tolist()
     for p, q in zip(model.parameters(), again.parameters()):
         assert torch.equal(p, q)
+    if rank:
+        assert all(torch.equal(adapter[k], adapter2[k]) for k in adapter)
+        assert adapter["layers.0.self_attn.q_proj.lora_A"].shape == (rank, 64)
     other, _ = _model()
-    history3, _ = tuning.tune(other, tok, cfg.replace(seed=1))
+    history3, _, _ = tuning.tune(other, tok, cfg.replace(seed=1))
     assert history3["loss"].tolist() != history["loss"].tolist()
 
 
-def test_only_the_chosen_weights_move():
-    cfg = _cfg(tuning_params="mlp", tuning_steps=2)
+@pytest.mark.parametrize("rank", [2, 0])
+def test_only_the_chosen_weights_move(rank):
+    cfg = _cfg(tuning_params="mlp", tuning_steps=2, tuning_rank=rank)
     model, tok = _model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     tuning.tune(model, tok, cfg)
     after = model.state_dict()
     moved = {k for k in before if not torch.equal(before[k], after[k])}
     assert moved and all(".mlp." in k for k in moved)
+    assert {k.rsplit(".", 2)[-2] for k in moved} == {"gate_proj", "up_proj", "down_proj"}
     with pytest.raises(ValueError, match="tuning_params"):
         tuning.check_tuning_config(cfg.replace(tuning_params="everything"))
+    with pytest.raises(ValueError, match="tuning_rank"):
+        tuning.check_tuning_config(cfg.replace(tuning_rank=-1))
 
 
-def test_cached_tuned_model_reloads_identical_weights():
-    cfg = _cfg(tuning_steps=3)
+def test_lora_merge_equals_the_hooked_model():
+    model, tok = _model()
+    linears = tuning.target_linears(model, "layers")
+    assert len(linears) == 4 * 7  # q, k, v, o, gate, up, down in 4 layers
+    lora = tuning.LoRA(linears, rank=3, seed=0)
+    with torch.no_grad():
+        for p in lora.parameters():
+            p.normal_(0, 0.05)
+    ids = torch.randint(3, 200, (2, 12))
+    lora.attach()
+    with torch.no_grad():
+        hooked = model(ids).logits
+    lora.detach()
+    tuning.merge_adapter(model, lora.state_dict(), lora.scale)
+    with torch.no_grad():
+        merged = model(ids).logits
+    assert torch.allclose(hooked, merged, atol=1e-4)
+    with pytest.raises(ValueError, match="does not have"):
+        tuning.merge_adapter(model, {"layers.9.mlp.up_proj.lora_A": torch.zeros(1, 64),
+                                     "layers.9.mlp.up_proj.lora_B": torch.zeros(256, 1)}, 1.0)
+
+
+@pytest.mark.parametrize("rank", [4, 0])
+def test_cached_tuned_model_reloads_identical_weights(rank):
+    cfg = _cfg(tuning_steps=3, tuning_rank=rank)
     base, tok = _model()
     labels = torch.zeros(4, 256, dtype=torch.long).numpy()
     first = tuning.load_tuned(cfg, base, tok, labels)
     assert first.folder == cache.stage_dir(cfg, "tuning") and (first.folder / "meta.json").exists()
+    assert ((first.folder / tuning.ADAPTER_FILE).exists()) == (rank > 0)
     assert first.label == tuning.OFFLINE_LABEL and first.meta["steps"] == 3
     # the base model is not changed by the tuning
     fresh, _ = _model()
@@ -77,8 +118,22 @@ def test_cached_tuned_model_reloads_identical_weights():
     for p, q in zip(first.model.parameters(), second.model.parameters()):
         assert torch.equal(p, q)
     assert any(not torch.equal(p, q) for p, q in zip(base.parameters(), second.model.parameters()))
-    assert tuning.record_config(cfg, second).model == str(first.folder / "model")
+    # the tuned model's counts are cached apart from the base model's
+    rec = tuning.record_config(cfg, second)
+    assert rec.model.startswith("tiny-llama+tuned:") and cache.stage_key(rec, "record") != cache.stage_key(cfg, "record")
     assert "short instruction tuning" in tuning.describe_tuning(second)
+    changes = tuning.weight_change(base, second.model)
+    assert len(changes) == 4 and (changes.relative_change > 0).all()
+
+
+def test_committed_adapter_is_used(monkeypatch, tmp_path):
+    cfg = _cfg(tuning_steps=2)
+    monkeypatch.setattr(tuning, "COMMITTED_DIR", tmp_path / "committed")
+    target = tuning.write_committed(cfg)
+    assert target == tuning.committed_dir(cfg) and (target / tuning.ADAPTER_FILE).exists()
+    base, tok = _model()
+    tuned = tuning.load_tuned(cfg, base, tok, torch.zeros(4, 256, dtype=torch.long).numpy())
+    assert tuned.folder == target and not (tuning.tuned_dir(cfg) / "meta.json").exists()  # nothing re-tuned
 
 
 def test_tuned_model_must_match_the_base_labels():
@@ -91,3 +146,15 @@ def test_tuned_model_must_match_the_base_labels():
 def test_offline_tuning_needs_two_languages():
     with pytest.raises(ValueError, match="at least two"):
         tuning.instruction_examples(_cfg(languages=["en"]))
+
+
+def test_committed_adapters_match_the_default_config():
+    """A committed adapter is found by the default config's tuning key; a changed default would silently
+    re-tune for minutes in 06, so it must come with a new adapter (python -m babel_utils.tuning)."""
+    committed = sorted(p.parent.name for p in tuning.COMMITTED_DIR.glob("*/meta.json"))
+    if not committed:
+        pytest.skip("no committed adapter")
+    cfg = config.load_config(paths.CONFIGS_DIR / "default.yaml")
+    assert (tuning.committed_dir(cfg) / "meta.json").exists(), (
+        f"resources/tuning holds {committed} but not the default config's key {tuning.committed_dir(cfg).name}; "
+        "rerun `python -m babel_utils.tuning configs/default.yaml`.")

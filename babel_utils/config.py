@@ -85,14 +85,14 @@ class BabelConfig:
     prune_layer_mode: str = "global"
     random_seeds: tuple[int, ...] = (0, 1, 2)
     dynamic_top_k: int = 0  # experts kept per layer and token; 0 = n_experts * (1 - 0.25)
-    # held-out tokens per language for perplexity; small so that 08 scores every mask on 2 CPU cores in
-    # minutes (Gemma 3's 262k-token LM head costs more than its body); configs/gpu-*.yaml use 65536
-    eval_max_tokens: int = 128
+    # held-out tokens per language for perplexity; small so that 08 scores every mask (~250 evaluations)
+    # on 2 CPU cores in minutes (Gemma 3's 262k-token LM head costs more than its body); GPU: 65536
+    eval_max_tokens: int = 64
     mgsm_dir: str = ""  # "" = paths.mgsm_dir(); a hub id loads the Hugging Face form
     mgsm_n: int = 4  # problems per language (0 = all 250); CPU-sized default, configs/gpu-*.yaml use 250
     xcsqa_dataset: str = ""  # "" = skip; "INK-USC/xcsr" or a local folder in its schema
     xcsqa_n: int = 50
-    gen_max_new_tokens: int = 48
+    gen_max_new_tokens: int = 32  # MGSM greedy generation (stops early at a new "Question"); GPU: 256
 
     def __post_init__(self) -> None:
         _coerce_sequences(self)

@@ -428,8 +428,9 @@ def mgsm_eval_many(model: nn.Module, tokenizer: PreTrainedTokenizerBase, df: pd.
     prompts = [mgsm_prompt(q, lang) for q, lang in zip(df["question"], df.get("lang", [""] * len(df)))]
     items = [(v, i) for v in range(n_variants) for i in range(len(prompts))]
     select = None if on_batch is None else (lambda idx: on_batch([items[j][0] for j in idx]))
-    generations = generate_greedy(model, tokenizer, [prompts[i] for _, i in items], max_new_tokens, batch_size,
-                                  desc="mgsm", stop_at=_NEXT_QUESTION, on_batch=select)
+    # decoding is memory-bound: batch_size prompts under every variant share one generation batch
+    generations = generate_greedy(model, tokenizer, [prompts[i] for _, i in items], max_new_tokens,
+                                  batch_size * n_variants, desc="mgsm", stop_at=_NEXT_QUESTION, on_batch=select)
     gold = continuation_logliks(model, tokenizer, [(prompts[i], " " + str(df["answer"].iloc[i])) for _, i in items],
                                 batch_size, desc="mgsm gold", on_batch=select)
     tables = []

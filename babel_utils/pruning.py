@@ -637,3 +637,19 @@ def apply_row_masks(model: nn.Module, labels: np.ndarray, masks: np.ndarray) -> 
         return h * (k if k.dtype == h.dtype else k.to(h.dtype))
     with ffn_input_hooks(model, fn):
         yield select
+
+
+def nearest_ratio(ratios: Sequence[float], ratio: float) -> float:
+    """The ratio of `ratios` nearest to `ratio` (masks exist only at the configured ratios)."""
+    return min(ratios, key=lambda r: abs(r - ratio))
+
+
+def find_spec(specs: Sequence[MaskSpec], lang: str, method: str, ratio: float, seed: int | None = None,
+              default_seed: int = 0) -> MaskSpec:
+    """The mask spec of a target language, method and ratio (and seed, for random masks)."""
+    seed = default_seed if method == "random" and seed is None else seed
+    for spec in specs:
+        if (spec.language, spec.method, spec.seed) == (lang, method, seed) and spec.ratio == ratio:
+            return spec
+    raise ValueError(f"No {method} mask at ratio {ratio} (seed {seed}) for {lang!r}; rerun 07_pruning "
+                     "with this language, method and ratio.")

@@ -593,3 +593,9 @@ def test_table(result: PermutationResult | None, interval: tuple[float, float] |
         "bootstrap_low": float(low), "bootstrap_high": float(high),
         "n_bootstrap": int(n_bootstrap) if interval is not None else 0,
     }])
+
+
+def per_layer_all(F: np.ndarray, languages: Sequence[str], metrics: Sequence[str] = METRICS,
+                  smoothing: float = KL_SMOOTHING) -> pd.DataFrame:
+    """`per_layer_similarity` of several metrics in one long table (column `metric` tells them apart)."""
+    return pd.concat([per_layer_similarity(F, languages, m, smoothing) for m in metrics], ignore_index=True)

@@ -293,3 +293,12 @@ def test_new_figures_are_labelled():
     assert _labelled(plotting.tuning_loss_plot(history, meta))
     diff = analysis.instruction_tuning_diff(F, F * 1.1, PAPER)
     assert _labelled(plotting.overlap_plot(diff.overlap))
+
+
+def test_per_layer_all_metrics():
+    F = _genus_F(layers=2, experts=8)
+    df = sim.per_layer_all(F, PAPER)
+    assert set(df.metric) == set(sim.METRICS)
+    assert len(df[df.metric == "kl"]) == 2 * 72 and len(df[df.metric == "pearson"]) == 2 * 36
+    one = sim.per_layer_similarity(F, PAPER, "euclidean")
+    assert np.allclose(df[df.metric == "euclidean"]["value"].to_numpy(), one["value"].to_numpy())

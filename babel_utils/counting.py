@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -102,13 +103,16 @@ class ExpertCounter:
             s = zscore(s)
         self._scores[layer] = s.to(self.device, non_blocking=True)
 
-    @torch.inference_mode()
     def add_batch(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, count_mask: torch.Tensor) -> None:
         """Run one batch through the model body (prefill, no LM head) and count its selected experts."""
+        _forward_counting([self], input_ids, attention_mask, count_mask)
+
+    def _begin(self, count_mask: torch.Tensor) -> None:
+        """Before a forward: which tokens of the batch count."""
         self._mask = count_mask.reshape(-1).to(self.device)
-        with ffn_input_hooks(self.model, self._hook):
-            body(self.model)(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
-                             use_cache=False)
+
+    def _finish(self) -> None:
+        """After a forward: select and count from the scores the hooks left."""
         scores = torch.stack(self._scores, dim=1)  # [N, L, E]
         self._scores = [None] * self.n_layers
         chosen = select(scores, self.k, self.selection)
@@ -144,15 +148,44 @@ class ExpertCounter:
                               block_counts=blocks, block_tokens=np.asarray(self.block_tokens, dtype=np.int64))
 
 
+def _forward_counting(counters: Sequence[ExpertCounter], input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                      count_mask: torch.Tensor) -> None:
+    """One forward of the model body (prefill, no LM head) that feeds every counter (same model)."""
+    def hook(layer: int, h: torch.Tensor) -> None:
+        for counter in counters:
+            counter._hook(layer, h)
+
+    model, device = counters[0].model, counters[0].device
+    with torch.inference_mode():
+        for counter in counters:
+            counter._begin(count_mask)
+        with ffn_input_hooks(model, hook):
+            body(model)(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), use_cache=False)
+        for counter in counters:
+            counter._finish()
+
+
 def record_counts(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                   count_mask: torch.Tensor, labels: np.ndarray, n_experts: int, batch_size: int = 8,
                   desc: str = "record", **options) -> LanguageCounts:
     """Count selected experts over packed sequences, batch by batch, with a progress bar."""
-    counter = ExpertCounter(model, labels, n_experts, **options)
+    return record_counts_many(model, input_ids, attention_mask, count_mask, [(labels, n_experts)],
+                              batch_size, desc, **options)[0]
+
+
+def record_counts_many(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                       count_mask: torch.Tensor, splits: Sequence[tuple[np.ndarray, int]], batch_size: int = 8,
+                       desc: str = "record", **options) -> list[LanguageCounts]:
+    """`record_counts` under several expert splits (labels, n_experts) at once: one forward pass feeds them all.
+
+    The FFN activations do not depend on how neurons are grouped, so every extra split costs only its
+    scoring and selection, not another pass over the text (notebook 05's expert grid, 08's split comparison).
+    """
+    counters = [ExpertCounter(model, labels, n_experts, **options) for labels, n_experts in splits]
     for start in tqdm(range(0, input_ids.shape[0], batch_size), desc=desc, unit="batch"):
         rows = slice(start, start + batch_size)
-        counter.add_batch(input_ids[rows], attention_mask[rows], count_mask[rows])
-    return counter.result()
+        _forward_counting(counters, input_ids[rows], attention_mask[rows], count_mask[rows])
+    return [counter.result() for counter in counters]
 
 
 def frequency_table(counts: dict[str, LanguageCounts]) -> pd.DataFrame:

@@ -140,23 +140,6 @@ def _gather_blocks(local: LanguageCounts, offset: int, n_tokens: int, block: int
 # --------------------------------------------------------------------------- the torchrun entry point
 
 
-def record_options(cfg: BabelConfig) -> dict[str, Any]:
-    """The recording options of a config, as `stages.record_language` passes them."""
-    return {"batch_size": cfg.batch_size, "score": cfg.score, "normalize": cfg.normalize,
-            "selection": cfg.selection, "top_fraction": cfg.top_fraction, "block": cfg.bootstrap_block}
-
-
-def stored_record(counts: LanguageCounts) -> dict[str, Any]:
-    """A language's counts in the form of the "record" stage cache (`stages.record_language`)."""
-    return {"counts": counts.counts, "block_counts": counts.block_counts,
-            "block_tokens": counts.block_tokens, "n_tokens": {"n_tokens": counts.n_tokens}}
-
-
-def is_recorded(cfg: BabelConfig, lang: str, budget: int) -> bool:
-    """Whether the record stage of one language is cached for these parameters."""
-    return (cache.stage_dir(cfg, "record", language=lang, budget=budget) / "meta.json").exists()
-
-
 def _broadcast(obj: Any) -> Any:
     """Rank 0's object on every rank (the object itself without a process group)."""
     if not is_distributed():
@@ -256,7 +239,7 @@ def _record_all(cfg: BabelConfig, rank: int, world: int, device: str, device_map
     if isinstance(labels, str):
         raise SystemExit(f"Cannot read the expert labels of notebook 01: {labels}")
     budget = data.token_budget(cfg, tokenizer)
-    todo = [lang for lang in cfg.languages if not is_recorded(cfg, lang, budget)] if rank == 0 else None
+    todo = [lang for lang in cfg.languages if not cache.is_cached(cfg, "record", language=lang, budget=budget)] if rank == 0 else None
     todo = _broadcast(todo)  # rank 0's cache decides
     if rank == 0:
         done = [lang for lang in cfg.languages if lang not in todo]
@@ -267,9 +250,9 @@ def _record_all(cfg: BabelConfig, rank: int, world: int, device: str, device_map
         packed = data.calibration_batches(cfg, tokenizer, lang, budget)
         counts = record_counts_distributed(model, packed.input_ids, packed.attention_mask,
                                            data.count_mask(packed, tokenizer.bos_token_id), labels,
-                                           cfg.n_experts, desc=f"record {lang}", **record_options(cfg))
+                                           cfg.n_experts, desc=f"record {lang}", **stages.record_options(cfg))
         if rank == 0:
-            cache.cached(cfg, "record", partial(stored_record, counts), language=lang, budget=budget)
+            cache.cached(cfg, "record", partial(stages.counts_results, counts), language=lang, budget=budget)
             log.info("record %s: %d tokens, %d rows over %d process(es), %.1f s", lang, counts.n_tokens,
                      packed.input_ids.shape[0], world, time.perf_counter() - begin)
 

@@ -420,23 +420,32 @@ def mgsm_eval(model: nn.Module, tokenizer: PreTrainedTokenizerBase, df: pd.DataF
     return mgsm_eval_many(model, tokenizer, df, max_new_tokens, batch_size, 1)[0]
 
 
-def mgsm_eval_many(model: nn.Module, tokenizer: PreTrainedTokenizerBase, df: pd.DataFrame, max_new_tokens: int,
-                   batch_size: int, n_variants: int,
+def mgsm_eval_many(model: nn.Module, tokenizer: PreTrainedTokenizerBase, df: pd.DataFrame | Sequence[pd.DataFrame],
+                   max_new_tokens: int, batch_size: int, n_variants: int,
                    on_batch: Callable[[list[int]], None] | None = None) -> list[pd.DataFrame]:
-    """`mgsm_eval` of `n_variants` variants of the model at once (every prompt once per variant, batched
-    together; `on_batch(variant of each row)` before every forward, as in `perplexity_many`)."""
-    prompts = [mgsm_prompt(q, lang) for q, lang in zip(df["question"], df.get("lang", [""] * len(df)))]
-    items = [(v, i) for v in range(n_variants) for i in range(len(prompts))]
+    """`mgsm_eval` of `n_variants` variants of the model at once, batched together; `on_batch(variant of
+    each row)` is called before every forward, as in `perplexity_many`. `df`: the problems, or one table of
+    problems per variant (e.g. each variant a mask evaluated on another language's problems).
+
+    Greedy decoding is memory-bound (each step reads every weight for one token per row), so all rows of
+    up to `batch_size` problems per variant share one generation batch: one pass of decoding steps
+    serves every variant and language.
+    """
+    dfs = [df] * n_variants if isinstance(df, pd.DataFrame) else list(df)
+    if len(dfs) != n_variants:
+        raise ValueError(f"{len(dfs)} problem tables for {n_variants} variants.")
+    prompts = [[mgsm_prompt(q, lang) for q, lang in zip(d["question"], d.get("lang", [""] * len(d)))] for d in dfs]
+    items = [(v, i) for v in range(n_variants) for i in range(len(prompts[v]))]
     select = None if on_batch is None else (lambda idx: on_batch([items[j][0] for j in idx]))
-    # decoding is memory-bound: batch_size prompts under every variant share one generation batch
-    generations = generate_greedy(model, tokenizer, [prompts[i] for _, i in items], max_new_tokens,
+    generations = generate_greedy(model, tokenizer, [prompts[v][i] for v, i in items], max_new_tokens,
                                   batch_size * n_variants, desc="mgsm", stop_at=_NEXT_QUESTION, on_batch=select)
-    gold = continuation_logliks(model, tokenizer, [(prompts[i], " " + str(df["answer"].iloc[i])) for _, i in items],
+    gold = continuation_logliks(model, tokenizer,
+                                [(prompts[v][i], " " + str(dfs[v]["answer"].iloc[i])) for v, i in items],
                                 batch_size, desc="mgsm gold", on_batch=select)
     tables = []
     for v in range(n_variants):
         rows = [j for j, (variant, _) in enumerate(items) if variant == v]
-        out = df.copy().reset_index(drop=True)
+        out = dfs[v].copy().reset_index(drop=True)
         out["generation"] = [generations[j] for j in rows]
         out["predicted"] = [extract_answer(g) for g in out["generation"]]
         out["correct"] = [is_correct(p, float(g)) for p, g in zip(out["predicted"], out["answer_number"])]
@@ -804,3 +813,4 @@ def describe_matches(df: pd.DataFrame, metric: str = "bits_per_byte") -> str:
         items.append(f"{group} in {len(hits)} of {len(part)} {unit}{where}")
     return (f"Pruned models that match or beat the unpruned one on {label} (at most {MATCH_TOLERANCE:.0%} worse): "
             + "; ".join(items) + ".")
+

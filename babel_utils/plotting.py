@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import shutil
 from pathlib import Path
 from typing import Sequence
 
@@ -58,12 +59,16 @@ def save_figure(fig: Figure, name: str, run_dir: str | Path | None = None) -> No
     run_name = Path(run_dir).name if run_dir is not None else ""
     folders = [paths.figures_dir(run_name)] + ([paths.run_figures_dir(Path(run_dir))] if run_dir is not None else [])
     written = []
-    for folder in folders:
-        for fmt in ("png", "pdf"):
-            path = Path(folder) / f"{stem}.{fmt}"
-            atomic_write(path, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=DPI, bbox_inches="tight",
-                                                          metadata=_METADATA[fmt]))
-            written.append(path)
+    for fmt in ("png", "pdf"):
+        # Render once per format (a tight bounding box draws the figure twice), then copy the bytes.
+        first = Path(folders[0]) / f"{stem}.{fmt}"
+        atomic_write(first, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=DPI, bbox_inches="tight",
+                                                           metadata=_METADATA[fmt]))
+        written.append(first)
+        for folder in folders[1:]:
+            copy = Path(folder) / f"{stem}.{fmt}"
+            atomic_write(copy, lambda tmp, first=first: shutil.copyfile(first, tmp))
+            written.append(copy)
     log.info("Saved figure %s to %s", stem, ", ".join(str(f) for f in written))
 
 

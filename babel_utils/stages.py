@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ from transformers import PreTrainedTokenizerBase
 from . import cache, clustering, data, results
 from .adapters import d_ff, n_layers
 from .config import BabelConfig
-from .counting import LanguageCounts, record_counts
+from .counting import LanguageCounts, record_counts_many
 
 
 def split(cfg: BabelConfig, model: nn.Module) -> tuple[np.ndarray, pd.DataFrame]:
@@ -29,19 +30,56 @@ def split(cfg: BabelConfig, model: nn.Module) -> tuple[np.ndarray, pd.DataFrame]
 def record_language(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase,
                     labels: np.ndarray, lang: str, budget: int) -> LanguageCounts:
     """Expert counts of one language's calibration text (notebook 02), cached per language."""
-    def compute() -> dict:
-        packed = data.calibration_batches(cfg, tokenizer, lang, budget)
-        counts = record_counts(model, packed.input_ids, packed.attention_mask,
-                               data.count_mask(packed, tokenizer.bos_token_id), labels, cfg.n_experts,
-                               batch_size=cfg.batch_size, desc=f"record {lang}", score=cfg.score,
-                               normalize=cfg.normalize, selection=cfg.selection,
-                               top_fraction=cfg.top_fraction, block=cfg.bootstrap_block)
-        return {"counts": counts.counts, "block_counts": counts.block_counts,
-                "block_tokens": counts.block_tokens, "n_tokens": {"n_tokens": counts.n_tokens}}
+    return record_language_splits([cfg], model, tokenizer, [labels], lang, budget)[0]
 
-    stored = cache.cached(cfg, "record", compute, language=lang, budget=budget)
-    return LanguageCounts(counts=stored["counts"], n_tokens=int(stored["n_tokens"]["n_tokens"]),
-                          block_counts=stored["block_counts"], block_tokens=stored["block_tokens"])
+
+def record_language_splits(cfgs: Sequence[BabelConfig], model: nn.Module, tokenizer: PreTrainedTokenizerBase,
+                           labels: Sequence[np.ndarray], lang: str, budget: int) -> list[LanguageCounts]:
+    """`record_language` under several expert splits (configs that differ only in split fields).
+
+    Each result is cached on its own config, exactly as `record_language` caches it; the ones not cached
+    yet are counted together in one pass over the text (`counting.record_counts_many`).
+    """
+    _check_same_recording(cfgs)
+    todo = [i for i, c in enumerate(cfgs) if not cache.is_cached(c, "record", language=lang, budget=budget)]
+    fresh: dict[int, LanguageCounts] = {}
+    if todo:
+        cfg = cfgs[todo[0]]
+        packed = data.calibration_batches(cfg, tokenizer, lang, budget)
+        found = record_counts_many(model, packed.input_ids, packed.attention_mask,
+                                   data.count_mask(packed, tokenizer.bos_token_id),
+                                   [(labels[i], cfgs[i].n_experts) for i in todo], desc=f"record {lang}",
+                                   **record_options(cfg))
+        fresh = dict(zip(todo, found))
+    out = []
+    for i, c in enumerate(cfgs):
+        stored = cache.cached(c, "record", lambda i=i: counts_results(fresh[i]), language=lang, budget=budget)
+        out.append(LanguageCounts(counts=stored["counts"], n_tokens=int(stored["n_tokens"]["n_tokens"]),
+                                  block_counts=stored["block_counts"], block_tokens=stored["block_tokens"]))
+    return out
+
+
+def _check_same_recording(cfgs: Sequence[BabelConfig]) -> None:
+    """Configs recorded in one pass must agree on everything but the split (same model, text and scoring)."""
+    split_only = set(cache.STAGE_FIELDS["split"]) - {"model"}
+    fields = [f for f in cache.STAGE_FIELDS["record"] if f not in split_only]
+    for c in cfgs[1:]:
+        differ = [f for f in fields if getattr(c, f) != getattr(cfgs[0], f)]
+        if differ:
+            raise ValueError(f"Configs recorded in one pass may differ only in their expert split; these differ: "
+                             f"{', '.join(differ)}. Record them with separate calls.")
+
+
+def record_options(cfg: BabelConfig) -> dict:
+    """The recording options of a config (batch size, score, normalisation, selection, blocks)."""
+    return {"batch_size": cfg.batch_size, "score": cfg.score, "normalize": cfg.normalize,
+            "selection": cfg.selection, "top_fraction": cfg.top_fraction, "block": cfg.bootstrap_block}
+
+
+def counts_results(counts: LanguageCounts) -> dict:
+    """A language's counts as the named results of the "record" stage."""
+    return {"counts": counts.counts, "block_counts": counts.block_counts,
+            "block_tokens": counts.block_tokens, "n_tokens": {"n_tokens": counts.n_tokens}}
 
 
 def load_labels(cfg: BabelConfig, model: nn.Module, results_folder: Path) -> np.ndarray:
@@ -68,21 +106,16 @@ def expert_grid_frequencies(cfg: BabelConfig, model: nn.Module, tokenizer: PreTr
                             budget: int) -> tuple[dict[int, np.ndarray], list[int]]:
     """Frequencies [n_lang, L, E] at every n_experts of `cfg.expert_grid` that divides d_ff (notebook 05).
 
-    Each granularity is split and recorded through `split` and `record_language` with
-    `cfg.replace(n_experts=n)`, so they are cached like 01 and 02 (the run's own n_experts reuses their
-    work). Returns the frequencies by n_experts and the grid values skipped because d_ff does not divide.
+    Each granularity is split and recorded like 01 and 02 with `cfg.replace(n_experts=n)` and cached the
+    same way (the run's own n_experts reuses their work); all granularities share one pass over each
+    language's text. Returns the frequencies by n_experts and the grid values skipped because d_ff does
+    not divide.
     """
     width = d_ff(model)
-    by_n, skipped = {}, []
-    for n in cfg.expert_grid:
-        if width % n:
-            skipped.append(int(n))
-            continue
-        cfg_n = cfg.replace(n_experts=int(n))
-        labels, _ = split(cfg_n, model)
-        counts = {lang: record_language(cfg_n, model, tokenizer, labels, lang, budget) for lang in cfg.languages}
-        by_n[int(n)] = np.stack([c.counts / c.n_tokens for c in counts.values()])
-    return by_n, skipped
+    grid = [int(n) for n in cfg.expert_grid if width % n == 0]
+    skipped = [int(n) for n in cfg.expert_grid if width % n]
+    found = split_frequencies([cfg.replace(n_experts=n) for n in grid], model, tokenizer, cfg.languages, budget)
+    return {n: np.stack([freqs[lang] for lang in cfg.languages]) for n, (_, freqs) in zip(grid, found)}, skipped
 
 
 # --------------------------------------------------------------------------- notebooks 07-08: pruning
@@ -187,6 +220,13 @@ def evaluate_jobs(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedToken
             if all(s.name != spec.name or s.language != spec.language for s in pending.get(lang, [])):
                 pending.setdefault(lang, []).append(spec)
     with tqdm(total=sum(len(v) for v in pending.values()), desc=desc, unit="eval") as bar:
+        if part == "mgsm":  # generation: every static job of every language in one batch (see mgsm_eval_many)
+            static = [(s, lang) for lang, specs in pending.items() for s in specs if s.method != "dynamic"]
+            if static:
+                for (spec, lang), value in zip(static, _evaluate_mgsm(cfg, model, tokenizer, labels, static)):
+                    cache.cached(cfg, "eval", lambda value=value: {part: value}, **key(spec, lang))
+                bar.update(len(static))
+            pending = {lang: [s for s in specs if s.method == "dynamic"] for lang, specs in pending.items()}
         for lang, specs in pending.items():
             groups = [[s] for s in specs if s.method == "dynamic"]
             static = [s for s in specs if s.method != "dynamic"]
@@ -203,6 +243,17 @@ def evaluate_jobs(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedToken
     return evaluation.tidy(rows)
 
 
+def _evaluate_mgsm(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase, labels: np.ndarray,
+                   jobs: list[tuple[pruning.MaskSpec, str]]) -> list[pd.DataFrame]:
+    """MGSM tables of static (mask, language) jobs, all generated in shared batches (each row under its mask)."""
+    problems = {lang: data.load_mgsm(lang, cfg.mgsm_dir, cfg.mgsm_n) for lang in dict.fromkeys(l for _, l in jobs)}
+    masks = np.stack([np.asarray(s.mask, dtype=bool) for s, _ in jobs])
+    with pruning.apply_row_masks(model, labels, masks) as select:
+        tables = evaluation.mgsm_eval_many(model, tokenizer, [problems[lang] for _, lang in jobs],
+                                           cfg.gen_max_new_tokens, cfg.batch_size, len(jobs), select)
+    return [t.astype({"predicted": "float64"}) for t in tables]
+
+
 def _missing(spec: pruning.MaskSpec, lang: str) -> dict:
     raise RuntimeError(f"Evaluation of {spec.name} on {lang} was not computed (cache folder removed meanwhile?).")
 
@@ -214,13 +265,14 @@ def eval_mgsm(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizer
     return cache.cached(cfg, "eval", lambda: _missing(spec, lang), **_eval_key(spec, labels, lang, "mgsm"))["mgsm"]
 
 
-def split_frequencies(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase,
-                      languages: list[str], budget: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Labels and per-language frequencies [L, E] under `cfg` (e.g. another split_method), through the
-    cached `split` and `record_language` stages of notebooks 01 and 02."""
-    labels, _ = split(cfg, model)
-    freqs = {}
+def split_frequencies(cfgs: Sequence[BabelConfig], model: nn.Module, tokenizer: PreTrainedTokenizerBase,
+                      languages: Sequence[str], budget: int) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """Labels and per-language frequencies [L, E] under each of `cfgs` (e.g. other split methods or
+    n_experts), through the cached `split` and recording stages of notebooks 01 and 02; one pass over
+    each language's text serves every config."""
+    labels = [split(c, model)[0] for c in cfgs]
+    freqs: list[dict[str, np.ndarray]] = [{} for _ in cfgs]
     for lang in languages:
-        counts = record_language(cfg, model, tokenizer, labels, lang, budget)
-        freqs[lang] = counts.counts / counts.n_tokens
-    return labels, freqs
+        for i, counts in enumerate(record_language_splits(cfgs, model, tokenizer, labels, lang, budget)):
+            freqs[i][lang] = counts.counts / counts.n_tokens
+    return list(zip(labels, freqs))

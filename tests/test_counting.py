@@ -140,3 +140,46 @@ def test_frequency_table_layout(tiny):
     table = frequency_table(counts)
     assert list(table.columns) == ["language", "layer", "expert", "count", "n_tokens"]
     assert len(table) == 4 * N_EXPERTS and table["count"].sum() == counts["en"].counts.sum()
+
+
+def test_several_splits_in_one_pass_count_exactly_like_separate_passes(tiny):
+    from babel_utils.counting import record_counts_many
+
+    model, tokenizer = tiny
+    input_ids, attention_mask, count = batch(tokenizer, TEXTS * 2)
+    splits = [(balanced_labels(4, 256, 16, seed=0), 16), (balanced_labels(4, 256, 8, seed=1), 8),
+              (balanced_labels(4, 256, 64, seed=2), 64)]
+    together = record_counts_many(model, input_ids, attention_mask, count, splits, batch_size=3, block=5)
+    for (labels, n), got in zip(splits, together):
+        alone = record_counts(model, input_ids, attention_mask, count, labels, n, batch_size=3, block=5)
+        assert got.counts.shape == (4, n)
+        np.testing.assert_array_equal(got.counts, alone.counts)
+        np.testing.assert_array_equal(got.block_counts, alone.block_counts)
+        assert got.n_tokens == alone.n_tokens
+
+
+def test_recording_several_splits_caches_each_and_passes_over_the_text_once(tiny, monkeypatch):
+    from babel_utils import counting, stages
+    from babel_utils.config import BabelConfig
+
+    model, tokenizer = tiny
+    base = BabelConfig(model="tiny", languages=("en",), token_budget=120, seq_len=32, batch_size=2)
+    cfgs = [base.replace(n_experts=n) for n in (8, 16)] + [base.replace(split_method="random")]
+    labels = [balanced_labels(4, 256, c.n_experts, seed=i) for i, c in enumerate(cfgs)]
+    forwards = []
+    real = counting._forward_counting
+    monkeypatch.setattr(counting, "_forward_counting", lambda counters, *a: (forwards.append(len(counters)),
+                                                                              real(counters, *a)))
+    together = stages.record_language_splits(cfgs, model, tokenizer, labels, "en", 120)
+    assert forwards and set(forwards) == {3}  # every batch feeds the three splits at once
+    forwards.clear()
+    for c, lab, got in zip(cfgs, labels, together):
+        again = stages.record_language(c, model, tokenizer, lab, "en", 120)  # cached under its own config
+        np.testing.assert_array_equal(again.counts, got.counts)
+    assert forwards == []
+    fresh = stages.record_language(base.replace(n_experts=32), model, tokenizer,
+                                   balanced_labels(4, 256, 32), "en", 120)
+    assert fresh.counts.shape == (4, 32) and set(forwards) == {1}
+    with pytest.raises(ValueError, match="differ only in their expert split; these differ: top_fraction"):
+        stages.record_language_splits([base, base.replace(top_fraction=0.2)], model, tokenizer,
+                                      labels[:1] * 2, "en", 120)

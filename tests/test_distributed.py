@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from babel_utils import data, distributed, stages
+from babel_utils import cache, data, distributed, stages
 from babel_utils.config import load_config
 from babel_utils.counting import LanguageCounts, record_counts
 from babel_utils.models import load_model
@@ -167,12 +167,12 @@ def test_two_gloo_processes_count_exactly_like_one(tmp_path, tiny_llama, monkeyp
         raise AssertionError("record_language recomputed counts that the distributed run cached")
 
     for lang in cfg.languages:
-        assert distributed.is_recorded(cfg, lang, budget)
+        assert cache.is_cached(cfg, "record", language=lang, budget=budget)
         packed = data.calibration_batches(cfg, tokenizer, lang, budget)
         assert packed.input_ids.shape[0] == 5
         expected = one_thread(lambda: record_counts(
             model, packed.input_ids, packed.attention_mask, data.count_mask(packed, tokenizer.bos_token_id),
-            labels, cfg.n_experts, **distributed.record_options(cfg)))
+            labels, cfg.n_experts, **stages.record_options(cfg)))
         with monkeypatch.context() as patch:
-            patch.setattr(stages, "record_counts", no_recording)
+            patch.setattr(stages, "record_counts_many", no_recording)
             assert_same(stages.record_language(cfg, model, tokenizer, labels, lang, budget), expected)

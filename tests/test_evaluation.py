@@ -479,3 +479,25 @@ def test_perplexity_and_mgsm_of_several_masks_at_once(llama, tmp_path):
             ref = mgsm_eval(model, tokenizer, df, max_new_tokens=5, batch_size=1)
         assert table["generation"].tolist() == ref["generation"].tolist()
         np.testing.assert_allclose(table["gold_loglik"], ref["gold_loglik"], rtol=1e-5)
+
+
+def test_mgsm_jobs_of_several_languages_share_batches(llama, tmp_path):
+    from babel_utils import stages
+    from babel_utils.pruning import apply_mask
+
+    model, tokenizer = llama
+    cfg = _small_cfg(tmp_path)
+    (tmp_path / "mgsm" / "mgsm_fr.tsv").write_text("Combien font 3 + 5 ?\t8\n", encoding="utf-8")
+    labels = balanced_labels(n_layers(model), d_ff(model), 16)
+    spec = MaskSpec("en", "sorting", 0.5, None, sorting_mask(np.random.default_rng(0).random((4, 16)), 0.5))
+    jobs = [(dense_spec("en", 4, 16), "en"), (spec, "en"), (dense_spec("fr", 4, 16), "fr"), (spec, "fr")]
+    together = stages.evaluate_jobs(cfg, model, tokenizer, labels, jobs, "mgsm")
+    assert together.groupby(["language", "mask"]).size().tolist() == [3, 3, 3, 3]
+    for s, lang in jobs:
+        problems = data.load_mgsm(lang, cfg.mgsm_dir, cfg.mgsm_n)
+        with apply_mask(model, labels, s.mask):
+            ref = mgsm_eval(model, tokenizer, problems, cfg.gen_max_new_tokens, batch_size=1)
+        got = stages.eval_mgsm(cfg, model, tokenizer, labels, s, lang)
+        assert got["generation"].tolist() == ref["generation"].tolist()
+        np.testing.assert_allclose(got["gold_loglik"], ref["gold_loglik"], rtol=1e-5)
+

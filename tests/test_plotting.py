@@ -102,6 +102,8 @@ def test_save_figure_writes_png_and_pdf(tmp_path, monkeypatch, F):
         assert path.stat().st_size > 0
     assert (run / "heatmap_en.png").read_bytes()[:4] == b"\x89PNG"
     assert (repo / "heatmap_en.pdf").read_bytes()[:4] == b"%PDF"
+    for fmt in ("png", "pdf"):  # rendered once, the same bytes in both places
+        assert (run / f"heatmap_en.{fmt}").read_bytes() == (repo / f"heatmap_en.{fmt}").read_bytes()
     assert sorted(p.name for p in run.iterdir()) == ["heatmap_en.pdf", "heatmap_en.png"]  # no temp files left
     assert plt.fignum_exists(fig.number)  # not closed: the notebook displays it
     plotting.save_figure(fig, "only_repo.png")

@@ -813,4 +813,3 @@ def describe_matches(df: pd.DataFrame, metric: str = "bits_per_byte") -> str:
         items.append(f"{group} in {len(hits)} of {len(part)} {unit}{where}")
     return (f"Pruned models that match or beat the unpruned one on {label} (at most {MATCH_TOLERANCE:.0%} worse): "
             + "; ".join(items) + ".")
-

@@ -177,10 +177,7 @@ def _evaluate_plain(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTok
         return evaluation.perplexity_many(model, tokenizer, data.heldout_texts(cfg, lang), cfg.eval_max_tokens,
                                           cfg.seq_len, cfg.batch_size, n, select)
     if part == "mgsm":
-        problems = data.load_mgsm(lang, cfg.mgsm_dir, cfg.mgsm_n)
-        tables = evaluation.mgsm_eval_many(model, tokenizer, problems, cfg.gen_max_new_tokens, cfg.batch_size, n,
-                                           select)
-        return [t.astype({"predicted": "float64"}) for t in tables]
+        return _mgsm_tables(cfg, model, tokenizer, [lang] * n, select)
     items = data.load_xcsqa(lang, cfg.xcsqa_dataset, cfg.xcsqa_n)
     out = []
     for v in range(n):  # choice scoring sorts pairs by length; one variant at a time keeps it simple
@@ -216,7 +213,7 @@ def evaluate_jobs(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedToken
 
     pending: dict[str, list[pruning.MaskSpec]] = {}
     for spec, lang in jobs:
-        if not (cache.stage_dir(cfg, "eval", **key(spec, lang)) / "meta.json").exists():
+        if not cache.is_cached(cfg, "eval", **key(spec, lang)):
             if all(s.name != spec.name or s.language != spec.language for s in pending.get(lang, [])):
                 pending.setdefault(lang, []).append(spec)
     with tqdm(total=sum(len(v) for v in pending.values()), desc=desc, unit="eval") as bar:
@@ -246,11 +243,17 @@ def evaluate_jobs(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedToken
 def _evaluate_mgsm(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase, labels: np.ndarray,
                    jobs: list[tuple[pruning.MaskSpec, str]]) -> list[pd.DataFrame]:
     """MGSM tables of static (mask, language) jobs, all generated in shared batches (each row under its mask)."""
-    problems = {lang: data.load_mgsm(lang, cfg.mgsm_dir, cfg.mgsm_n) for lang in dict.fromkeys(l for _, l in jobs)}
     masks = np.stack([np.asarray(s.mask, dtype=bool) for s, _ in jobs])
     with pruning.apply_row_masks(model, labels, masks) as select:
-        tables = evaluation.mgsm_eval_many(model, tokenizer, [problems[lang] for _, lang in jobs],
-                                           cfg.gen_max_new_tokens, cfg.batch_size, len(jobs), select)
+        return _mgsm_tables(cfg, model, tokenizer, [lang for _, lang in jobs], select)
+
+
+def _mgsm_tables(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase, langs: list[str],
+                 select) -> list[pd.DataFrame]:
+    """MGSM tables of len(langs) model variants, variant v answering the problems of langs[v]."""
+    problems = {lang: data.load_mgsm(lang, cfg.mgsm_dir, cfg.mgsm_n) for lang in dict.fromkeys(langs)}
+    tables = evaluation.mgsm_eval_many(model, tokenizer, [problems[lang] for lang in langs], cfg.gen_max_new_tokens,
+                                       cfg.batch_size, len(langs), select)
     return [t.astype({"predicted": "float64"}) for t in tables]
 
 

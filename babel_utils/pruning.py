@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from .adapters import down_projs, get_adapter, mlps, n_layers, projections
-from .counting import real_device, expert_scores
+from .counting import expert_scores, real_device, top_mask
 from .hooks import ffn_input_hooks
 
 if TYPE_CHECKING:
@@ -433,9 +433,8 @@ def dynamic_topk(model: nn.Module, labels: np.ndarray, k: int, score: str = "abs
     def fn(layer: int, h: torch.Tensor) -> torch.Tensor:
         if perms[layer].device != h.device:  # offloaded layers run elsewhere
             perms[layer], neuron_expert[layer] = perms[layer].to(h.device), neuron_expert[layer].to(h.device)
-        scores = expert_scores(h, perms[layer], n_experts, score)  # [..., E]
-        top = scores.topk(k, dim=-1).indices
-        kept = torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, top, True)
+        scores = expert_scores(h, neuron_expert[layer], n_experts, score, perms[layer])  # [..., E]
+        kept = top_mask(scores, k)  # ties: the lower expert id, on every machine
         return h * kept.index_select(-1, neuron_expert[layer]).to(h.dtype)
     with ffn_input_hooks(model, fn):
         yield

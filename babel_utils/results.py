@@ -128,7 +128,7 @@ def git_commit() -> str:
 def package_versions() -> dict[str, str]:
     """Versions of the packages that shape the results."""
     versions = {}
-    for name in ["torch", "transformers", "numpy", "pandas", "scikit-learn", "gguf", "babel-utils"]:
+    for name in ["torch", "transformers", "numpy", "pandas", "scipy", "scikit-learn", "gguf", "babel-utils"]:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -138,9 +138,12 @@ def package_versions() -> dict[str, str]:
 
 def sidecar(config: dict[str, Any], **extra: Any) -> dict[str, Any]:
     """The provenance record written beside every cached result."""
+    from .machine import machine_info
+
     return {
         "config": config,
         "versions": package_versions(),
+        "machine": machine_info(),
         "git_commit": git_commit(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **extra,

@@ -90,6 +90,7 @@ def run(config: str | Path | BabelConfig, overrides: Mapping[str, Any] | Sequenc
     for folder in (out, results_dir(out), run_figures_dir(out)):
         folder.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
+    write_environment(out)
     executed, seconds = [], {}
     with quiet_environment():
         for notebook in selected:
@@ -101,6 +102,15 @@ def run(config: str | Path | BabelConfig, overrides: Mapping[str, Any] | Sequenc
             if publish:
                 shutil.copyfile(target, notebook)
     return RunResult(run_dir=out, notebooks=executed, seconds=seconds)
+
+
+def write_environment(out: Path) -> None:
+    """Record beside the run's config.yaml what can change its floats: package versions, CPU kernels, threads."""
+    from .machine import machine_info
+    from .results import git_commit, package_versions, write_json
+
+    write_json(out / "environment.json", {"versions": package_versions(), "machine": machine_info(),
+                                          "git_commit": git_commit()})
 
 
 class NotebookFailed(RuntimeError):

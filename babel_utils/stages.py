@@ -20,7 +20,8 @@ def split(cfg: BabelConfig, model: nn.Module) -> tuple[np.ndarray, pd.DataFrame]
     """Expert labels [L, d_ff] of every layer and the per-layer split table (notebook 01)."""
     def compute() -> dict:
         result = clustering.split_model(model, cfg.n_experts, method=cfg.split_method,
-                                        matrix=cfg.cluster_matrix, iters=cfg.kmeans_iters, seed=cfg.seed)
+                                        matrix=cfg.cluster_matrix, iters=cfg.kmeans_iters, seed=cfg.seed,
+                                        swap_rounds=cfg.kmeans_swap_rounds)
         return {"labels": result.labels.astype(np.int64), "split_layers": result.layers}
 
     stored = cache.cached(cfg, "split", compute)
@@ -93,13 +94,18 @@ def load_labels(cfg: BabelConfig, model: nn.Module, results_folder: Path) -> np.
     return labels
 
 
-def split_compare(cfg: BabelConfig, model: nn.Module, layers: list[int]) -> pd.DataFrame:
-    """Our balanced K-Means against k-means-constrained on some layers (cached with its timings)."""
+def split_compare(cfg: BabelConfig, model: nn.Module, layers: list[int], swap_budgets: Sequence[int] = ()
+                  ) -> pd.DataFrame:
+    """Our balanced K-Means (the run's swap budget and any others) against k-means-constrained on some layers
+    (cached with its timings)."""
+    budgets = list(dict.fromkeys([cfg.kmeans_swap_rounds, *swap_budgets]))
+
     def compute() -> dict:
         return {"split_compare": clustering.compare_with_kmeans_constrained(
-            model, layers, cfg.n_experts, cfg.kmeans_iters, cfg.seed, matrix=cfg.cluster_matrix)}
+            model, layers, cfg.n_experts, cfg.kmeans_iters, cfg.seed, matrix=cfg.cluster_matrix,
+            swap_budgets=budgets)}
 
-    return cache.cached(cfg, "split_compare", compute, layers=layers)["split_compare"]
+    return cache.cached(cfg, "split_compare", compute, layers=layers, budgets=budgets)["split_compare"]
 
 
 def expert_grid_frequencies(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase,

@@ -66,9 +66,9 @@ def naive_counts(model, input_ids, labels, n_experts, k):
         adapters.body(model)(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), use_cache=False)
         for h in handles:
             h.remove()
-        perms = [torch.as_tensor(np.argsort(l, kind="stable"), device=input_ids.device) for l in labels]
-        scores = torch.stack([zscore(expert_scores(a.reshape(-1, a.shape[-1]), p, n_experts, "abs"))
-                              for a, p in zip(acts, perms)], dim=1)
+        labs = [torch.as_tensor(l, device=input_ids.device) for l in labels]
+        scores = torch.stack([zscore(expert_scores(a.reshape(-1, a.shape[-1]), lab, n_experts, "abs"))
+                              for a, lab in zip(acts, labs)], dim=1)
         chosen = select(scores, k, "cross_layer")
         return torch.bincount(chosen.reshape(-1), minlength=len(labels) * n_experts)
 

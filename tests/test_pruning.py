@@ -227,7 +227,7 @@ def test_dynamic_topk_keeps_exactly_k_experts_per_token(tiny, k):
     active: list[torch.Tensor] = []
 
     def count(layer, h):
-        active.append((expert_scores(h, perms[layer], n_experts, "abs") > 0).sum(-1))
+        active.append((expert_scores(h, torch.as_tensor(labels[layer]), n_experts, "abs", perms[layer]) > 0).sum(-1))
     enc = _inputs(tokenizer)
     with torch.no_grad(), dynamic_topk(model, labels, k), ffn_input_hooks(model, count):
         model(**enc)

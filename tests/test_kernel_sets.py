@@ -1,0 +1,93 @@
+"""Same config, same labels: the split does not depend on torch's CPU kernels, the thread count or the
+order of summation (kmeans.py works in exact integer arithmetic); ties are broken by index everywhere."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from babel_utils.counting import select, top_mask
+from babel_utils.kmeans import balanced_kmeans, exact_bits, quantize_rows
+from babel_utils.machine import kernel_environment, other_kernel_set
+from babel_utils.paths import REPO_ROOT
+
+PROBE = REPO_ROOT / "tests" / "probes" / "split_probe.py"
+
+
+def probe(kernels: str, threads: int) -> dict:
+    """Labels' hashes from a fresh interpreter running the named kernel set with `threads` threads."""
+    done = subprocess.run([sys.executable, str(PROBE), "--gemma"], env=kernel_environment(kernels, threads=threads),
+                          capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_split_labels_are_identical_under_every_kernel_set_and_thread_count():
+    # the native kernels with 2 and 1 threads, and another kernel set: AVX2 on an AVX-512 machine (the case
+    # that failed before the split was exact), the generic set (scalar torch, SSE4, MKL's compatible path)
+    # on an AVX2 one
+    runs = {(kernels, threads): probe(kernels, threads)
+            for kernels, threads in [("native", 2), ("native", 1), (other_kernel_set(), 2)]}
+    reference = runs[("native", 2)]["labels"]
+    assert len(reference) == 8
+    for (kernels, threads), found in runs.items():
+        differ = sorted(k for k in reference if found["labels"][k] != reference[k])
+        assert not differ, f"{kernels} kernels, {threads} threads ({found['machine']}): labels differ for {differ}"
+    # at least one forced set really ran other kernels than the native ones (else this test proves nothing)
+    native = runs[("native", 2)]["machine"]["cpu_capability"]
+    assert runs[(other_kernel_set(), 2)]["machine"]["cpu_capability"] != native
+
+
+def test_quantized_dot_products_are_exact_in_any_summation_order():
+    x = torch.randn(300, 500, generator=torch.Generator().manual_seed(0))
+    bits = exact_bits(10)
+    q, norms = quantize_rows(x, bits)
+    assert torch.equal(q, torch.round(q)) and q.abs().max() <= 2 ** bits
+    sums = q.view(30, 10, 500).sum(1)  # cluster sums of 10 rows
+    forward = q @ sums.T
+    backward = q.flip(1) @ sums.flip(1).T
+    chunked = sum(q[:, i:i + 37] @ sums[:, i:i + 37].T for i in range(0, 500, 37))
+    assert torch.equal(forward, backward) and torch.equal(forward, chunked)
+    assert torch.equal(norms, (q.long() ** 2).sum(1))
+
+
+def test_labels_do_not_change_when_the_columns_are_reordered():
+    """Permuting the columns changes every float summation order; exact arithmetic keeps the labels."""
+    x = torch.randn(256, 40, generator=torch.Generator().manual_seed(1))
+    cols = torch.randperm(40, generator=torch.Generator().manual_seed(2))
+    a = balanced_kmeans(x, 32, seed=0)
+    b = balanced_kmeans(x[:, cols], 32, seed=0)
+    assert torch.equal(a.labels, b.labels) and a.objective == pytest.approx(b.objective, abs=1e-12)
+
+
+def test_labels_do_not_depend_on_the_dtype_of_the_same_values():
+    x = torch.randn(128, 24, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16)
+    assert torch.equal(balanced_kmeans(x, 16).labels, balanced_kmeans(x.double(), 16).labels)
+
+
+def test_top_mask_breaks_ties_by_lower_index():
+    values = torch.tensor([[1.0, 3.0, 2.0, 3.0, 2.0, 2.0], [5.0, 5.0, 5.0, 5.0, 1.0, 0.0]], dtype=torch.float64)
+    mask = top_mask(values, 3)
+    assert mask.tolist() == [[False, True, True, True, False, False], [True, True, True, False, False, False]]
+    order = np.argsort(-values.numpy(), axis=1, kind="stable")[:, :3]  # the plain reference
+    assert [sorted(r) for r in order.tolist()] == [torch.nonzero(m).view(-1).tolist() for m in mask]
+
+
+def test_select_takes_exactly_k_per_token_even_with_ties():
+    scores = torch.zeros(4, 3, 5, dtype=torch.float64)  # every score tied
+    assert select(scores, 6, "cross_layer").sort(-1).values.tolist() == [list(range(6))] * 4
+    per_layer = select(scores, 2, "per_layer")
+    assert per_layer.sort(-1).values.tolist() == [[0, 1, 5, 6, 10, 11]] * 4
+
+
+def test_scores_are_summed_in_a_fixed_order():
+    from babel_utils.counting import ordered_sum
+
+    x = torch.randn(7, 43, generator=torch.Generator().manual_seed(4))
+    assert torch.allclose(ordered_sum(x), x.sum(-1), atol=1e-5)
+    assert torch.allclose(ordered_sum(x.double()), x.double().sum(-1), atol=1e-12)

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from .languages import LANGUAGES, PAPER_LANGUAGES
+from .languages import PAPER_LANGUAGES, UnknownLanguageError, resolve_languages
 
 # Allowed values of the enumerated parameters; validation messages name them.
 CHOICES: dict[str, tuple[Any, ...]] = {
@@ -40,7 +40,7 @@ class BabelConfig:
     seq_len: int = 256  # tokens per packed sequence
 
     # --- text (SPEC 3, issue 2 section 3) ---
-    languages: tuple[str, ...] = PAPER_LANGUAGES
+    languages: tuple[str, ...] = PAPER_LANGUAGES  # codes and groups (all, paper, family:X, ...), resolved to codes
     text_source: str = "udhr"
     text_dataset: str = ""  # hub id or local path, for text_source="hf"
     text_dataset_config: str = ""  # may contain {lang}
@@ -57,6 +57,7 @@ class BabelConfig:
     split_method: str = "kmeans"
     cluster_matrix: str = "up"
     kmeans_iters: int = 20
+    kmeans_swap_rounds: int = 1000  # budget of the exact swap refinement; it stops earlier at a local optimum
     seed: int = 0
 
     # --- recording (SPEC 3, notebook 02) ---
@@ -115,6 +116,17 @@ def _coerce_sequences(cfg: BabelConfig) -> None:
             object.__setattr__(cfg, f.name, tuple(value))
         elif f.name == "text_files":
             object.__setattr__(cfg, f.name, dict(value or {}))
+    _resolve_language_setting(cfg)
+
+
+def _resolve_language_setting(cfg: BabelConfig) -> None:
+    """`languages` as a tuple of table codes: groups expanded, aliases made codes (so cache keys see
+    concrete codes); a string is split at commas ("all", "paper, de")."""
+    try:
+        codes = resolve_languages(cfg.languages)
+    except UnknownLanguageError as err:
+        raise ValueError(f"Config key 'languages' names unknown language(s) {err.unknown}: {err.hint}") from None
+    object.__setattr__(cfg, "languages", codes)
 
 
 def _fail(key: str, value: Any, allowed: str) -> None:
@@ -127,19 +139,13 @@ def validate(cfg: BabelConfig) -> None:
         if getattr(cfg, key) not in allowed:
             _fail(key, getattr(cfg, key), ", ".join(map(str, allowed)))
     if not cfg.languages:
-        _fail("languages", cfg.languages, "a non-empty list of codes from " + ", ".join(LANGUAGES))
-    unknown = [lang for lang in cfg.languages if lang not in LANGUAGES]
-    if unknown:
-        raise ValueError(f"Config key 'languages' names unknown language(s) {unknown}. "
-                         f"Known languages: {', '.join(LANGUAGES)} (add one in babel_utils/languages.py).")
-    if len(set(cfg.languages)) != len(cfg.languages):
-        _fail("languages", cfg.languages, "each language once")
+        _fail("languages", cfg.languages, "a non-empty list of codes or groups (`babel languages` lists them)")
     positive = ["n_experts", "kmeans_iters", "batch_size", "seq_len", "n_permutations",
                 "n_bootstrap", "eval_max_tokens", "gen_max_new_tokens"]
     for key in positive:
         if not isinstance(getattr(cfg, key), int) or getattr(cfg, key) < 1:
             _fail(key, getattr(cfg, key), "an integer >= 1")
-    for key in ["token_budget", "dynamic_top_k", "mgsm_n", "xcsqa_n", "seed", "bootstrap_block"]:
+    for key in ["kmeans_swap_rounds", "token_budget", "dynamic_top_k", "mgsm_n", "xcsqa_n", "seed", "bootstrap_block"]:
         if not isinstance(getattr(cfg, key), int) or getattr(cfg, key) < 0:
             _fail(key, getattr(cfg, key), "an integer >= 0")
     if not 0.0 < cfg.top_fraction <= 1.0:

@@ -1,8 +1,9 @@
 """Text and benchmark data: UDHR / dataset / file text per language, token packing, MGSM, X-CSQA.
 
 Text sources (`BabelConfig.text_source`), each split into calibration and held-out text:
-- "udhr": the bundled UDHR, one document per article; articles `calib_articles` for calibration
-  and `heldout_articles` for evaluation (SPEC 3; defaults 1-20 and 21-30).
+- "udhr": the bundled UDHR, one document per article, in every language of babel_utils.languages
+  (511 declarations: the paper's nine as `<lang>.jsonl`, all of them in udhr.jsonl.gz); articles
+  `calib_articles` for calibration and `heldout_articles` for evaluation (SPEC 3; defaults 1-20 and 21-30).
 - "hf": a Hugging Face dataset (hub id) or a local file / folder (.parquet, .json, .jsonl, .csv,
   .txt); one document per row of `text_column`; the last `heldout_fraction` of the rows is held out.
 - "files": one local UTF-8 text file per language (`text_files`), documents separated by blank
@@ -16,6 +17,7 @@ config and split names of `INK-USC/xcsr`, one row a line in its schema; or a pat
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import logging
 import math
@@ -32,8 +34,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 from .config import BabelConfig
-from .languages import get_language
-from .paths import UDHR_DIR, mgsm_dir
+from .languages import LANGUAGES, canonical_code, get_language
+from .paths import UDHR_ARCHIVE_NAME, UDHR_DIR, mgsm_dir
 
 log = logging.getLogger(__name__)
 
@@ -53,21 +55,41 @@ XCSQA_SPLIT = "validation"  # the test split has no labels
 # --------------------------------------------------------------------------- UDHR
 
 
+@lru_cache(maxsize=4)
+def _udhr_archive(folder: Path) -> dict[str, tuple[str, ...]]:
+    """UDHR file name (e.g. "deu_1996") -> the texts of articles 1..30, from `folder`/udhr.jsonl.gz."""
+    path = folder / UDHR_ARCHIVE_NAME
+    if not path.exists():
+        return {}
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        records = [json.loads(line) for line in fh if line.strip()]
+    return {str(r["udhr"]): tuple(map(str, r["articles"])) for r in records}
+
+
 @lru_cache(maxsize=None)
 def _read_udhr(lang: str) -> tuple[tuple[int, str], ...]:
+    """Articles of one language: its own `<lang>.jsonl` (the paper's nine, kept byte for byte as first
+    shipped), else its declaration in the archive of every usable declaration (udhr.jsonl.gz)."""
     path = UDHR_DIR / f"{lang}.jsonl"
-    if not path.exists():
-        known = ", ".join(sorted(p.stem for p in UDHR_DIR.glob("*.jsonl")))
-        raise FileNotFoundError(
-            f"No UDHR text for language {lang!r}: {path} does not exist (UDHR languages: {known}). "
-            "Add it with scripts/extract_udhr.py (a SOURCES entry), or set text_source to 'hf' or 'files'.")
-    with path.open(encoding="utf-8") as fh:
-        records = [json.loads(line) for line in fh if line.strip()]
-    return tuple((int(r["article"]), str(r["text"])) for r in records)
+    if path.exists():
+        with path.open(encoding="utf-8") as fh:
+            records = [json.loads(line) for line in fh if line.strip()]
+        return tuple((int(r["article"]), str(r["text"])) for r in records)
+    code = canonical_code(lang)
+    archive = _udhr_archive(UDHR_DIR)
+    if code is not None and code != lang:
+        return _read_udhr(code)
+    if code is not None and LANGUAGES[code].udhr in archive:
+        return tuple(enumerate(archive[LANGUAGES[code].udhr], start=1))
+    raise FileNotFoundError(
+        f"No UDHR text for language {lang!r}: neither {path} nor {UDHR_DIR / UDHR_ARCHIVE_NAME} holds it "
+        f"({len(archive)} declarations there; `babel languages` lists the languages). Rebuild them with "
+        "scripts/extract_udhr.py, or set text_source to 'hf' or 'files'.")
 
 
 def udhr_articles(lang: str) -> dict[int, str]:
-    """The UDHR in one language: article number (1..30) -> article text."""
+    """The UDHR in one language (a code or alias of babel_utils.languages): article number (1..30) ->
+    article text."""
     return dict(_read_udhr(lang))
 
 
@@ -318,6 +340,13 @@ def _mgsm_folder(source: str) -> Path | None:
                                 "BABEL_MGSM_DIR variable) to a folder of mgsm_<lang>.tsv files, or to "
                                 "the Hugging Face id juletxara/mgsm.")
     return folder
+
+
+def languages_with_mgsm(languages: Sequence[str], source: str = "") -> list[str]:
+    """The languages of a set that MGSM has (same code: `de` is German of the 1996 spelling, as MGSM's;
+    a variant such as `de-1901` or `zh-Hant` is not MGSM's language)."""
+    available = set(mgsm_languages(source))
+    return [lang for lang in languages if lang in available]
 
 
 def mgsm_languages(source: str = "") -> list[str]:

@@ -1,0 +1,69 @@
+"""A config's `languages:` takes codes, aliases and groups, and resolves them to concrete codes."""
+
+from __future__ import annotations
+
+import pytest
+
+from babel_utils.config import BabelConfig, load_config
+from babel_utils.languages import LANGUAGES, PAPER_LANGUAGES, UnknownLanguageError, resolve_languages
+
+
+def test_default_is_the_paper_nine_unchanged():
+    cfg = BabelConfig()
+    assert cfg.languages == PAPER_LANGUAGES
+    assert cfg.to_dict()["languages"] == list(PAPER_LANGUAGES)
+    assert BabelConfig(languages=["paper"]).languages == PAPER_LANGUAGES
+
+
+def test_groups_resolve_to_codes_in_table_order():
+    everything = resolve_languages(["all"])
+    assert everything == tuple(LANGUAGES) and len(everything) >= 300
+    bantu_family = resolve_languages(["family:Atlantic-Congo"])
+    assert "sw" in bantu_family and "yo" in bantu_family
+    assert all(LANGUAGES[c].family == "Atlantic-Congo" for c in bantu_family)
+    cyrillic = resolve_languages(["script:cyrillic"])  # case blind
+    assert "ru" in cyrillic and all(LANGUAGES[c].script == "Cyrillic" for c in cyrillic)
+    romance = resolve_languages(["genus:Romance"])
+    assert {"fr", "es", "pt", "pt-BR", "it", "ro"} <= set(romance)
+    assert all(LANGUAGES[c].genus == "Romance" for c in romance)
+
+
+def test_codes_groups_and_aliases_mix_each_once_in_order():
+    codes = resolve_languages(["de", "paper", "genus:Indic", "pt-PT", "POR_br"])
+    assert codes[:10] == ("de",) + PAPER_LANGUAGES
+    assert codes[-1] == "pt-BR" and len(codes) == len(set(codes))
+    assert all(LANGUAGES[c].genus == "Indic" for c in codes[10:-1])
+    assert resolve_languages("paper, de") == PAPER_LANGUAGES + ("de",)
+
+
+def test_config_keeps_concrete_codes():
+    cfg = load_config(None, ["languages=[paper, family:Dravidian]"])
+    assert cfg.languages[:9] == PAPER_LANGUAGES and "te" in cfg.languages and "ta" in cfg.languages
+    assert all(c in LANGUAGES for c in cfg.languages)
+    assert load_config(None, ["languages=all"]).languages == tuple(LANGUAGES)
+    assert BabelConfig(languages=("en", "de")).replace(seed=1).languages == ("en", "de")
+
+
+def test_unknown_code_names_the_closest_matches():
+    with pytest.raises(ValueError) as err:
+        BabelConfig(languages=["en", "dee", "xx"])
+    text = str(err.value)
+    assert "unknown language" in text and "'dee'" in text and "Known languages" in text
+    assert "de (" in text.split("'dee': closest")[1].split(";")[0]
+    with pytest.raises(UnknownLanguageError) as err:
+        resolve_languages(["Portugese"])  # a name, misspelt: the closest names help
+    assert "pt (Portuguese)" in str(err.value)
+
+
+def test_unknown_group_names_the_closest_groups():
+    with pytest.raises(ValueError, match=r"family:Atlantic-Congo"):
+        BabelConfig(languages=["family:Atlantic-Kongo"])
+    with pytest.raises(ValueError, match=r"script:"):
+        BabelConfig(languages=["scrip:Latin"])
+
+
+def test_yaml_booleans_and_empty_lists_are_refused():
+    with pytest.raises(ValueError, match="quote"):
+        BabelConfig(languages=[False])
+    with pytest.raises(ValueError, match="languages"):
+        BabelConfig(languages=[])

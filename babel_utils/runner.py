@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -10,8 +11,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
-
-import papermill as pm
 
 from .config import FIELD_NAMES, BabelConfig, load_config, save_config
 from .paths import NOTEBOOKS_DIR, results_dir, run_dir, run_figures_dir
@@ -46,16 +45,23 @@ def notebooks(only: Sequence[str] = ()) -> list[Path]:
 
 def notebook_parameters(cfg: BabelConfig, notebook: Path) -> dict[str, Any]:
     """The config values of the parameters a notebook declares in its `parameters` cell."""
+    import papermill as pm  # imported where used: the rest of the runner works without it
+
     declared = pm.inspect_notebook(str(notebook))
     values = cfg.to_dict()
     return {name: values[name] for name in declared if name in FIELD_NAMES}
 
 
-@contextmanager
-def quiet_environment() -> Iterator[None]:
+def quiet_environment() -> "contextlib.AbstractContextManager[None]":
     """Set QUIET_ENV for the kernels started inside, restoring the environment after."""
-    saved = {k: os.environ.get(k) for k in QUIET_ENV}
-    os.environ.update(QUIET_ENV)
+    return environment(QUIET_ENV)
+
+
+@contextmanager
+def environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the block (kernels started inside inherit them), restoring them after."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
     try:
         yield
     finally:
@@ -125,6 +131,8 @@ class NotebookFailed(RuntimeError):
 
 def execute(notebook: Path, out: Path, parameters: dict[str, Any]) -> Path:
     """Execute one notebook into `out/`; a failed execution goes to `out/failed/`, never beside good ones."""
+    import papermill as pm
+
     target, partial = out / notebook.name, out / f".{notebook.stem}.partial.ipynb"
     try:
         pm.execute_notebook(str(notebook), str(partial), parameters=parameters, cwd=str(NOTEBOOKS_DIR),

@@ -699,16 +699,6 @@ def part_device_map(table: Table, s: Setup) -> None:
 # --------------------------------------------------------------------------- part 6: smoke notebooks
 
 
-MISSING_KMC_STUB = '''"""Stand-in written by benchmarks/gpu_check.py: notebook 01 imports k_means_constrained
-even when it compares no layer (compare_layers=""); the GPU check never races it."""
-
-
-class KMeansConstrained:
-    def __init__(self, *args, **kwargs):
-        raise ImportError("k-means-constrained stand-in of gpu_check.py: not usable")
-'''
-
-
 def missing_notebook_packages() -> list[str]:
     """Which of papermill, nbclient and ipykernel (needed to execute notebooks) are not installed."""
     import importlib.util
@@ -717,30 +707,15 @@ def missing_notebook_packages() -> list[str]:
 
 
 @contextmanager
-def environment(values: Mapping[str, str]) -> Iterator[None]:
-    """Set environment variables for the block (kernels inherit them), restoring them after."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-@contextmanager
 def smoke_folders(runs_dir: str) -> Iterator[dict[str, str]]:
     """Fresh stage cache (a device-blind cache key must not hand back CPU results), runs and figures folders,
-    a stand-in k_means_constrained and the repository on the kernels' PYTHONPATH."""
+    and the repository on the kernels' PYTHONPATH (notebook 01 with compare_layers="" needs no
+    k-means-constrained, which the GPU image lacks)."""
+    from babel_utils.runner import environment
+
     with tempfile.TemporaryDirectory(prefix="gpu_check_smoke_") as tmp:
         root = Path(tmp)
-        stub = root / "stub" / "k_means_constrained"
-        stub.mkdir(parents=True)
-        (stub / "__init__.py").write_text(MISSING_KMC_STUB)
-        path = os.pathsep.join(filter(None, [str(stub.parent), str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
+        path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
         values = {"BABEL_CACHE": str(root / "cache"), "BABEL_RUNS_DIR": runs_dir or str(root / "runs"),
                   "BABEL_FIGURES_DIR": str(root / "figures"), "PYTHONPATH": path}
         with environment(values):

@@ -14,6 +14,7 @@ from .progress import tqdm
 
 from .adapters import body, down_projs, model_device
 from .hooks import ffn_input_hooks
+from .kmeans import stable_top_indices
 
 
 @dataclass
@@ -87,13 +88,8 @@ def top_indices(values: torch.Tensor, k: int) -> torch.Tensor:
     straddle = (values == kth).sum(-1) != (top == kth).sum(-1)  # equal values on both sides of the cut
     if bool(straddle.any()):
         rows = straddle.nonzero(as_tuple=True)
-        idx[rows] = _stable_top(values[rows], k)
+        idx[rows] = stable_top_indices(values[rows], k)  # a stable sort: slow, for the rare tied rows
     return idx
-
-
-def _stable_top(values: torch.Tensor, k: int) -> torch.Tensor:
-    """The k largest of each row [R, n], ties to the lower index (a stable sort: slow, for the rare tied rows)."""
-    return torch.sort(values, dim=-1, descending=True, stable=True).indices[..., :k]
 
 
 def top_mask(values: torch.Tensor, k: int) -> torch.Tensor:

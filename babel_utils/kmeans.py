@@ -257,7 +257,7 @@ def _lloyd(q: torch.Tensor, k: int, iters: int, draws: torch.Tensor, bits: int
 # ------------------------------------------------------------------------ phase 2: exact swaps
 
 
-def _top_indices(values: torch.Tensor, count: int) -> torch.Tensor:
+def stable_top_indices(values: torch.Tensor, count: int) -> torch.Tensor:
     """Indices of the `count` largest values along the last dim; ties go to the lower index (unlike topk)."""
     return torch.sort(values, dim=-1, descending=True, stable=True).indices[..., :count]
 
@@ -317,14 +317,14 @@ def _swap_round(st: _SwapState, n_cand: int, n_short: int, tol: float):
     pair_gain = move.amax(3)
     pair_gain = pair_gain + pair_gain.transpose(1, 2)
     pair_gain.diagonal(dim1=1, dim2=2).fill_(-math.inf)
-    top = _top_indices(pair_gain, n_cand)
+    top = stable_top_indices(pair_gain, n_cand)
     cand = torch.zeros(b, k, k, dtype=torch.bool, device=dev).scatter_(2, top, True)
     lay, a, c = (cand | cand.transpose(1, 2)).triu(1).nonzero(as_tuple=True)
     n_pairs = a.numel()
     # Flat indices (index_select / take): much faster on the CPU than multi-tensor advanced indexing.
     move_rows = move.reshape(b * k * k, m)
-    ia = _top_indices(move_rows.index_select(0, (lay * k + c) * k + a), n_short)  # members of a to go to c
-    jc = _top_indices(move_rows.index_select(0, (lay * k + a) * k + c), n_short)  # members of c to go to a
+    ia = stable_top_indices(move_rows.index_select(0, (lay * k + c) * k + a), n_short)  # members of a to go to c
+    jc = stable_top_indices(move_rows.index_select(0, (lay * k + a) * k + c), n_short)  # members of c to go to a
     slot_a = (lay * n + a * m)[:, None] + ia  # [P, r] flat slots
     slot_c = (lay * n + c * m)[:, None] + jc
     xs = st.xg.view(b * n, -1)
@@ -396,7 +396,7 @@ def _swap_refine(q: torch.Tensor, labels: torch.Tensor, k: int, max_rounds: int,
     n_cand, n_short = min(candidates, k - 1), min(shortlist, st.m)
     active = list(range(b))  # problems still searching, in the order of st's batch
     members = st.members.clone()
-    rounds, swaps, optimum = [0] * b, [0] * b, [max_rounds == 0] * b
+    rounds, swaps, optimum = [0] * b, [0] * b, [False] * b
     for rnd in range(1, max_rounds + 1):
         sl, lo, hi, si, sj, _ = _swap_round(st, n_cand, n_short, tol)
         counts = torch.bincount(sl, minlength=len(active)).tolist()

@@ -108,19 +108,26 @@ def split_compare(cfg: BabelConfig, model: nn.Module, layers: list[int], swap_bu
     return cache.cached(cfg, "split_compare", compute, layers=layers, budgets=budgets)["split_compare"]
 
 
+def grid_config(cfg: BabelConfig, n_experts: int) -> BabelConfig:
+    """The config of one granularity of the expert grid: the run's own, or n_experts with the grid's budget."""
+    if n_experts == cfg.n_experts:
+        return cfg
+    return cfg.replace(n_experts=n_experts, kmeans_swap_rounds=cfg.expert_grid_swap_rounds)
+
+
 def expert_grid_frequencies(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase,
                             budget: int) -> tuple[dict[int, np.ndarray], list[int]]:
     """Frequencies [n_lang, L, E] at every n_experts of `cfg.expert_grid` that divides d_ff (notebook 05).
 
-    Each granularity is split and recorded like 01 and 02 with `cfg.replace(n_experts=n)` and cached the
-    same way (the run's own n_experts reuses their work); all granularities share one pass over each
+    Each granularity is split and recorded like 01 and 02 with `grid_config(cfg, n)` and cached the same
+    way (the run's own n_experts reuses their work); all granularities share one pass over each
     language's text. Returns the frequencies by n_experts and the grid values skipped because d_ff does
     not divide.
     """
     width = d_ff(model)
     grid = [int(n) for n in cfg.expert_grid if width % n == 0]
     skipped = [int(n) for n in cfg.expert_grid if width % n]
-    found = split_frequencies([cfg.replace(n_experts=n) for n in grid], model, tokenizer, cfg.languages, budget)
+    found = split_frequencies([grid_config(cfg, n) for n in grid], model, tokenizer, cfg.languages, budget)
     return {n: np.stack([freqs[lang] for lang in cfg.languages]) for n, (_, freqs) in zip(grid, found)}, skipped
 
 

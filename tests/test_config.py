@@ -64,3 +64,13 @@ def test_from_namespace_takes_only_config_keys():
 def test_config_is_frozen():
     with pytest.raises(Exception):
         BabelConfig().n_experts = 3
+
+
+def test_the_expert_grid_splits_its_other_granularities_with_its_own_swap_budget():
+    from babel_utils.stages import grid_config
+
+    cfg = BabelConfig(n_experts=256, kmeans_swap_rounds=1000, expert_grid_swap_rounds=4)
+    assert grid_config(cfg, 256) is cfg  # the run's own split (01) and counts (02) are reused
+    assert (grid_config(cfg, 64).n_experts, grid_config(cfg, 64).kmeans_swap_rounds) == (64, 4)
+    with pytest.raises(ValueError, match="expert_grid_swap_rounds"):
+        BabelConfig(expert_grid_swap_rounds=-1)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from babel_utils import data
+from babel_utils import data, evaluation
 from babel_utils.adapters import d_ff, n_layers
 from babel_utils.config import BabelConfig
 from babel_utils.evaluation import (
@@ -501,3 +501,18 @@ def test_mgsm_jobs_of_several_languages_share_batches(llama, tmp_path):
         assert got["generation"].tolist() == ref["generation"].tolist()
         np.testing.assert_allclose(got["gold_loglik"], ref["gold_loglik"], rtol=1e-5)
 
+
+
+def test_the_cpu_head_through_numpy_equals_torch_within_float32_rounding(monkeypatch):
+    head = torch.nn.Linear(24, 500, bias=True)
+    hidden = torch.randn(7, 24, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        want = head(hidden)
+        got = evaluation._linear(head, hidden)
+        assert got.dtype == torch.float32 and got.shape == want.shape
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        monkeypatch.setattr(evaluation, "CPU_HEAD_BLAS", "torch")
+        assert torch.equal(evaluation._linear(head, hidden), want)  # torch's own product, bit for bit
+        monkeypatch.setattr(evaluation, "CPU_HEAD_BLAS", "numpy")
+        bf16 = head.to(torch.bfloat16)
+        assert torch.equal(evaluation._linear(bf16, hidden.bfloat16()), bf16(hidden.bfloat16()))  # not float32

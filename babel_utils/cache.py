@@ -39,6 +39,38 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
+# The run results that later notebooks read, with the stage whose parameters made them and their notebook.
+UPSTREAM: dict[str, tuple[str, str]] = {
+    "labels": ("split", "01_split"),
+    "frequencies": ("record", "02_record"),
+    "masks": ("pruning", "07_pruning"),
+}
+
+
+def provenance(cfg: BabelConfig, name: str) -> dict[str, Any]:
+    """What an upstream result records about its making (results.save(..., made_with=provenance(cfg, name)))."""
+    stage, _ = UPSTREAM[name]
+    return json.loads(json.dumps(stage_params(cfg, stage), default=str))
+
+
+def check_provenance(folder: Path, cfg: BabelConfig, name: str) -> None:
+    """Stop, naming the parameter, when an upstream result in a run folder was made with other parameters
+    than `cfg` says (a notebook run alone with papermill on changed upstream values): never mix silently."""
+    made = results.made_with(folder, name)
+    if made is None:
+        log.warning("%s in %s records no parameters (made before babel recorded them): not checked", name, folder)
+        return
+    now = provenance(cfg, name)
+    differ = [key for key in now if key in made and made[key] != now[key]]
+    if differ:
+        key, (_, notebook) = differ[0], UPSTREAM[name]
+        also = f" (also {', '.join(differ[1:])})" if differ[1:] else ""
+        raise ValueError(
+            f"{name} in {folder} was made by {notebook} with {key}={made[key]!r}, but this notebook's config has "
+            f"{key}={now[key]!r}{also}. Rerun {notebook} (and what follows it) with {key}={now[key]!r}, for example "
+            f"`babel run CONFIG --set {key}=...` (cached stages are reused), or set {key} back to {made[key]!r}.")
+
+
 def stage_params(cfg: BabelConfig, stage: str, **extra: Any) -> dict[str, Any]:
     """The parameters that key a stage's cache: its config fields plus any extra keys."""
     if stage not in STAGE_FIELDS:

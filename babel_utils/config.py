@@ -22,6 +22,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "normalize": ("zscore", "none"),
     "selection": ("cross_layer", "per_layer"),
     "prune_layer_mode": ("global", "per_layer"),
+    "linkage_method": ("single", "complete", "average", "weighted", "centroid", "median", "ward"),  # scipy's
 }
 
 
@@ -59,6 +60,8 @@ class BabelConfig:
     kmeans_iters: int = 20
     kmeans_swap_rounds: int = 1000  # budget of the exact swap refinement; it stops earlier at a local optimum
     seed: int = 0
+    compare_layers: str = "shallow,middle,deep"  # 01: layers of the race against k-means-constrained; "" skips it
+    compare_swap_budgets: tuple[int, ...] = (4,)  # 01: swap budgets raced beside kmeans_swap_rounds
 
     # --- recording (SPEC 3, notebook 02) ---
     score: str = "abs"
@@ -72,6 +75,10 @@ class BabelConfig:
     kl_smoothing: float = 1e-6
     n_permutations: int = 10000
     n_bootstrap: int = 200
+    sweep_thresholds: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2)  # 04: the sweep around high_freq_threshold
+    similarity_metric: str = "pearson"  # 05: metric of the dendrogram, the tests and the grid (similarity.METRICS)
+    linkage_method: str = "average"  # 05: hierarchical clustering (scipy's linkage method)
+    alpha: float = 0.05  # 05: significance level of the sentences
     expert_grid: tuple[int, ...] = (64, 128, 256, 512)
     # swap budget of the grid's other granularities (the run's own n_experts keeps kmeans_swap_rounds):
     # 4 rounds leave the objective ~2-3 % short of the local optimum at a third of the time (BENCHMARKS.md)
@@ -89,6 +96,7 @@ class BabelConfig:
     prune_layer_mode: str = "global"
     random_seeds: tuple[int, ...] = (0, 1, 2)
     dynamic_top_k: int = 0  # experts kept per layer and token; 0 = n_experts * (1 - 0.25)
+    overlap_ratio: float = 0.25  # 07: ratio at which the languages' sorting masks are compared (nearest of prune_ratios)
     # held-out tokens per language for perplexity; small so that 08 scores every mask (~250 evaluations)
     # on 2 CPU cores in minutes (Gemma 3's 262k-token LM head costs more than its body); GPU: 65536
     eval_max_tokens: int = 64
@@ -97,6 +105,14 @@ class BabelConfig:
     xcsqa_dataset: str = ""  # "" = skip; "INK-USC/xcsr" or a local folder in its schema
     xcsqa_n: int = 50
     gen_max_new_tokens: int = 32  # MGSM greedy generation (stops early at a new "Question"); GPU: 256
+    task_ratio: float = 0.25  # 08: MGSM and X-CSQA on the unpruned model and the masks of task_methods here
+    task_methods: tuple[str, ...] = ("sorting", "random")  # 08: random = its first seed; add layerwise on a GPU
+    cross_language_ratio: float = 0.25  # 08: every language's sorting mask on every language at this ratio
+    split_compare_methods: tuple[str, ...] = ("random", "contiguous")  # 08: other expert splits compared
+    split_compare_languages: tuple[str, ...] = ("en", "hi", "zh")  # 08: languages of that comparison (in languages)
+    split_compare_ratio: float = 0.25
+    timing_tokens: int = 256  # 08: tokens of the timed forward passes
+    timing_repeats: int = 3
 
     def __post_init__(self) -> None:
         _coerce_sequences(self)
@@ -115,11 +131,25 @@ def _coerce_sequences(cfg: BabelConfig) -> None:
     """YAML and papermill give lists; the frozen config keeps tuples and plain dicts."""
     for f in fields(cfg):
         value = getattr(cfg, f.name)
-        if isinstance(value, list):
-            object.__setattr__(cfg, f.name, tuple(value))
+        if isinstance(f.default, tuple):
+            object.__setattr__(cfg, f.name, _sequence(value))
         elif f.name == "text_files":
             object.__setattr__(cfg, f.name, dict(value or {}))
     _resolve_language_setting(cfg)
+
+
+def _sequence(value: Any) -> tuple:
+    """A list parameter as a tuple. papermill's -p passes text ("en", "0.1", "[0.1, 0.25]", "1,20"): read as
+    YAML, or split at commas; a single value is a one-element list."""
+    if isinstance(value, str):
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            parsed = value
+        if isinstance(parsed, list):
+            return tuple(parsed)
+        return tuple(yaml.safe_load(part.strip()) for part in value.split(",")) if "," in value else (parsed,)
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
 
 
 def _resolve_language_setting(cfg: BabelConfig) -> None:
@@ -141,16 +171,31 @@ def validate(cfg: BabelConfig) -> None:
     for key, allowed in CHOICES.items():
         if getattr(cfg, key) not in allowed:
             _fail(key, getattr(cfg, key), ", ".join(map(str, allowed)))
+    for key in ["calib_articles", "heldout_articles", "expert_grid", "prune_ratios", "random_seeds",
+                "compare_swap_budgets", "sweep_thresholds"]:
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in getattr(cfg, key)):
+            _fail(key, getattr(cfg, key), f"a list of numbers (from papermill, pass lists with -y, e.g. "
+                                          f"-y '{{{key}: {list(getattr(BabelConfig, key))}}}')")
     if not cfg.languages:
         _fail("languages", cfg.languages, "a non-empty list of codes or groups (`babel languages` lists them)")
     positive = ["n_experts", "kmeans_iters", "batch_size", "seq_len", "n_permutations",
-                "n_bootstrap", "eval_max_tokens", "gen_max_new_tokens"]
+                "n_bootstrap", "eval_max_tokens", "gen_max_new_tokens", "timing_tokens", "timing_repeats"]
     for key in positive:
         if not isinstance(getattr(cfg, key), int) or getattr(cfg, key) < 1:
             _fail(key, getattr(cfg, key), "an integer >= 1")
     for key in ["kmeans_swap_rounds", "expert_grid_swap_rounds", "token_budget", "dynamic_top_k", "mgsm_n", "xcsqa_n", "seed", "bootstrap_block"]:
         if not isinstance(getattr(cfg, key), int) or getattr(cfg, key) < 0:
             _fail(key, getattr(cfg, key), "an integer >= 0")
+    from .similarity import METRICS  # imported here: similarity imports this module
+
+    if cfg.similarity_metric not in METRICS:
+        _fail("similarity_metric", cfg.similarity_metric, ", ".join(METRICS))
+    for method in cfg.split_compare_methods:
+        if method not in CHOICES["split_method"]:
+            _fail("split_compare_methods", cfg.split_compare_methods, ", ".join(CHOICES["split_method"]))
+    for key in ["alpha", "overlap_ratio", "task_ratio", "cross_language_ratio", "split_compare_ratio"]:
+        if not 0.0 < getattr(cfg, key) < 1.0:
+            _fail(key, getattr(cfg, key), "a number in (0, 1)")
     if not 0.0 < cfg.top_fraction <= 1.0:
         _fail("top_fraction", cfg.top_fraction, "a number in (0, 1]")
     if not 0.0 < cfg.high_freq_threshold <= 1.0:
@@ -161,6 +206,8 @@ def validate(cfg: BabelConfig) -> None:
         if not 0.0 <= ratio < 1.0:
             _fail("prune_ratios", ratio, "ratios in [0, 1)")
     for key in ["calib_articles", "heldout_articles"]:
+        if len(getattr(cfg, key)) != 2:
+            _fail(key, getattr(cfg, key), "[first, last] article numbers within 1..30")
         lo, hi = getattr(cfg, key)
         if not 1 <= lo <= hi <= 30:
             _fail(key, (lo, hi), "[first, last] article numbers within 1..30")
@@ -192,7 +239,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ValueError(f"Override {text!r} is not of the form key=value (e.g. n_experts=128).")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""  # `key=` sets the empty string
 
 
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | list[str] = ()) -> BabelConfig:

@@ -131,10 +131,12 @@ def load_run_frequencies(results_folder, cfg, min_languages: int = 1) -> tuple[p
     that of the labels (another model or n_experts), labels of another n_experts than the config, a
     language of the config without counts, fewer languages than a comparison needs.
     """
-    from . import results
+    from . import cache, results
 
     table = results.load(results_folder, "frequencies")
     labels = results.load(results_folder, "labels")
+    cache.check_provenance(results_folder, cfg, "labels")
+    cache.check_provenance(results_folder, cfg, "frequencies")
     n_layers, n_experts = labels.shape[0], int(labels.max()) + 1
     check_table(table, n_layers, n_experts)
     if n_experts != cfg.n_experts:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -191,13 +191,28 @@ def check_model_name(name: str) -> None:
                      f"folder, or one of the built-in models: {known}.")
 
 
+def _from_pretrained(loader: Any, name: str, source: str, **kwargs: Any) -> Any:
+    """loader.from_pretrained(source), with a hub id that cannot be reached (offline, misspelt, gated) made
+    a babel error naming the offline models and how to point `model` at a local folder."""
+    try:
+        return loader.from_pretrained(source, **kwargs)
+    except OSError as err:
+        if Path(source).exists():
+            raise
+        known = ", ".join([*BUILTIN_MODELS, *TINY_MODELS])
+        raise ValueError(f"Model {name!r} could not be loaded from the Hugging Face hub ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0]}). Offline, use a built-in model ({known}), or set `model` "
+                         "to a local folder holding config.json, the weights and the tokenizer files (as "
+                         "save_pretrained writes them).") from None
+
+
 def ffn_width(name: str) -> int:
     """The FFN width d_ff of a model, read from its config without loading the weights."""
     check_model_name(name)
     if name in TINY_MODELS:
         return tiny_model(name).config.intermediate_size
     source = str(dequantized_path(name)) if name in BUILTIN_MODELS else name
-    config = AutoConfig.from_pretrained(source)
+    config = _from_pretrained(AutoConfig, name, source)
     if config.model_type not in ADAPTERS:
         raise ValueError(f"Unsupported architecture {config.model_type!r} of {name}: babel knows gated FFNs of "
                          f"{', '.join(sorted(ADAPTERS))}. Add a row to ADAPTERS in babel_utils/adapters.py.")
@@ -216,8 +231,8 @@ def load_model(name: str, dtype: str = "float32", device: str = "auto", device_m
         check_model_name(name)
         source = str(dequantized_path(name)) if name in BUILTIN_MODELS else name
         kwargs = {"device_map": device_map} if device_map else {}
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
+        tokenizer = _from_pretrained(AutoTokenizer, name, source)
+        model = _from_pretrained(AutoModelForCausalLM, name, source, dtype=torch_dtype, **kwargs)
     get_adapter(model)  # fail early, naming the supported architectures
     if not device_map:
         model = model.to(dev)

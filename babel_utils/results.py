@@ -85,12 +85,23 @@ WRITERS = {"table": write_table, "array": write_array, "json": write_json}
 READERS = {"table": read_table, "array": read_array, "json": read_json}
 
 
-def save(folder: Path, name: str, obj: Any) -> Path:
-    """Save a result under `folder/name.<suffix>` by its kind; returns the path."""
+def save(folder: Path, name: str, obj: Any, made_with: Any = None) -> Path:
+    """Save a result under `folder/name.<suffix>` by its kind; returns the path. `made_with` (JSON-able: the
+    parameters that made it) lands beside it as `name.made_with.json`, read back by `made_with`."""
     kind = kind_of(obj)
     path = Path(folder) / f"{name}{SUFFIXES[kind]}"
+    record = Path(folder) / f"{name}.made_with.json"
+    record.unlink(missing_ok=True)  # never an old record beside new data, even if killed in between
     WRITERS[kind](path, obj)
+    if made_with is not None:
+        write_json(record, made_with)
     return path
+
+
+def made_with(folder: Path, name: str) -> Any:
+    """The parameters a result was saved with (`save(..., made_with=)`), or None if none were recorded."""
+    record = Path(folder) / f"{name}.made_with.json"
+    return read_json(record) if record.exists() else None
 
 
 def find(folder: Path, name: str) -> Path | None:

@@ -6,14 +6,18 @@ import contextlib
 import logging
 import os
 import shutil
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+from tqdm.contrib.logging import logging_redirect_tqdm
+
 from .config import FIELD_NAMES, BabelConfig, load_config, save_config
 from .paths import NOTEBOOKS_DIR, results_dir, run_dir, run_figures_dir
+from .progress import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +51,13 @@ def notebook_parameters(cfg: BabelConfig, notebook: Path) -> dict[str, Any]:
     """The config values of the parameters a notebook declares in its `parameters` cell."""
     import papermill as pm  # imported where used: the rest of the runner works without it
 
-    declared = pm.inspect_notebook(str(notebook))
+    papermill_log = logging.getLogger("papermill")
+    level = papermill_log.level
+    papermill_log.setLevel(logging.WARNING)  # inspecting logs "Input Notebook" too: the run says it once
+    try:
+        declared = pm.inspect_notebook(str(notebook))
+    finally:
+        papermill_log.setLevel(level)
     values = cfg.to_dict()
     return {name: values[name] for name in declared if name in FIELD_NAMES}
 
@@ -98,8 +108,10 @@ def run(config: str | Path | BabelConfig, overrides: Mapping[str, Any] | Sequenc
     save_config(cfg, out / "config.yaml")
     write_environment(out)
     executed, seconds = [], {}
-    with quiet_environment():
-        for notebook in selected:
+    bar = tqdm(selected, desc=cfg.run_name, unit="notebook")  # made before quiet_environment switches bars off
+    with logging_redirect_tqdm(), quiet_environment():
+        for notebook in bar:
+            bar.set_postfix_str(notebook.name)
             log.info("Executing %s in %s", notebook.name, out)
             start = time.perf_counter()
             target = execute(notebook, out, notebook_parameters(cfg, notebook))
@@ -119,6 +131,20 @@ def write_environment(out: Path) -> None:
                                           "git_commit": git_commit()})
 
 
+def local_kernel_manager(sockets: Path) -> type:
+    """A kernel manager whose kernels talk over local (IPC) sockets in the folder `sockets`: nothing listens
+    on a TCP port, and ipykernel has no "running over TCP without encryption" to warn about."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class LocalKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs: Any) -> None:
+            kwargs.setdefault("transport", "ipc")
+            kwargs.setdefault("ip", str(sockets / "kernel"))
+            super().__init__(**kwargs)
+
+    return LocalKernelManager
+
+
 class NotebookFailed(RuntimeError):
     """A notebook of a run raised; names the notebook, the cell and the error."""
 
@@ -135,8 +161,10 @@ def execute(notebook: Path, out: Path, parameters: dict[str, Any]) -> Path:
 
     target, partial = out / notebook.name, out / f".{notebook.stem}.partial.ipynb"
     try:
-        pm.execute_notebook(str(notebook), str(partial), parameters=parameters, cwd=str(NOTEBOOKS_DIR),
-                            kernel_name="python3", progress_bar=False, log_output=False)
+        with tempfile.TemporaryDirectory(prefix="babel-kernel-") as sockets:
+            pm.execute_notebook(str(notebook), str(partial), parameters=parameters, cwd=str(NOTEBOOKS_DIR),
+                                kernel_name="python3", progress_bar=False, log_output=False,
+                                kernel_manager_class=local_kernel_manager(Path(sockets)))
     except Exception as err:
         failed = out / "failed" / notebook.name
         failed.parent.mkdir(exist_ok=True)

@@ -86,12 +86,22 @@ def counts_results(counts: LanguageCounts) -> dict:
 def load_labels(cfg: BabelConfig, model: nn.Module, results_folder: Path) -> np.ndarray:
     """The expert labels written by 01_split, checked against this model and `n_experts`."""
     labels = results.load(results_folder, "labels")
+    cache.check_provenance(results_folder, cfg, "labels")
     expected = (n_layers(model), d_ff(model))
     if labels.shape != expected or int(labels.max()) + 1 != cfg.n_experts:
         raise ValueError(f"The labels in {results_folder} ({labels.shape[0]} layers x {labels.shape[1]} neurons, "
                          f"{int(labels.max()) + 1} experts) do not fit {cfg.model} ({expected[0]} x {expected[1]}) "
                          f"with n_experts={cfg.n_experts}. Rerun 01_split with these parameters.")
     return labels
+
+
+def load_masks(cfg: BabelConfig, results_folder: Path) -> list["pruning.MaskSpec"]:
+    """The masks written by 07_pruning, checked to come from this config's frequencies and pruning settings."""
+    from . import pruning
+
+    found = {name: results.load(results_folder, name) for name in ("mask_specs", "masks")}
+    cache.check_provenance(results_folder, cfg, "masks")
+    return pruning.masks_from_results(found)
 
 
 def split_compare(cfg: BabelConfig, model: nn.Module, layers: list[int], swap_budgets: Sequence[int] = ()

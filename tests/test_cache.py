@@ -68,3 +68,21 @@ def test_atomic_write_leaves_no_temp_file_on_failure(tmp_path):
 def test_unknown_stage_is_an_error():
     with pytest.raises(ValueError, match="Unknown stage"):
         cache.stage_key(BabelConfig(), "nope")
+
+
+def test_an_upstream_result_made_with_other_parameters_stops_a_downstream_read(tmp_path, caplog):
+    from babel_utils import cache, results
+    from babel_utils.config import BabelConfig
+
+    made = BabelConfig(top_fraction=0.1)
+    results.save(tmp_path, "frequencies", pd.DataFrame({"a": [1]}), made_with=cache.provenance(made, "frequencies"))
+    cache.check_provenance(tmp_path, made, "frequencies")  # the same config passes
+    cache.check_provenance(tmp_path, made.replace(n_permutations=5), "frequencies")  # not a recording field
+    with pytest.raises(ValueError, match=r"made by 02_record with top_fraction=0\.1.*has top_fraction=0\.2.*"
+                                         r"Rerun 02_record"):
+        cache.check_provenance(tmp_path, made.replace(top_fraction=0.2), "frequencies")
+    results.save(tmp_path, "frequencies", pd.DataFrame({"a": [2]}))  # saved again without a record: none stays
+    assert results.made_with(tmp_path, "frequencies") is None
+    with caplog.at_level("WARNING"):
+        cache.check_provenance(tmp_path, made.replace(top_fraction=0.2), "frequencies")
+    assert "records no parameters" in caplog.text

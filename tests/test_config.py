@@ -74,3 +74,21 @@ def test_the_expert_grid_splits_its_other_granularities_with_its_own_swap_budget
     assert (grid_config(cfg, 64).n_experts, grid_config(cfg, 64).kmeans_swap_rounds) == (64, 4)
     with pytest.raises(ValueError, match="expert_grid_swap_rounds"):
         BabelConfig(expert_grid_swap_rounds=-1)
+
+
+@pytest.mark.parametrize("key, text, want", [
+    ("languages", "en", ("en",)),  # papermill -p languages en
+    ("languages", '["en", "fr"]', ("en", "fr")),
+    ("languages", "paper, de", ("en", "fr", "es", "pt", "hi", "ur", "bn", "ar", "zh", "de")),
+    ("prune_ratios", "0.1, 0.2", (0.1, 0.2)),
+    ("prune_ratios", 0.1, (0.1,)),  # -p prune_ratios 0.1 (papermill passes a float)
+    ("expert_grid", "[64, 128]", (64, 128)),
+    ("calib_articles", "1,20", (1, 20)),
+])
+def test_papermill_text_for_a_list_parameter_is_read_as_a_list(key, text, want):
+    assert getattr(from_namespace({key: text}), key) == want
+
+
+def test_a_list_parameter_that_is_not_a_list_of_numbers_says_to_use_yaml():
+    with pytest.raises(ValueError, match=r"prune_ratios.*pass lists with -y"):
+        BabelConfig(prune_ratios="ten percent")

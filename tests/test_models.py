@@ -79,3 +79,17 @@ def test_the_gguf_file_is_parsed_once_within_the_block_and_the_library_restored(
         arch = next(iter(gguf.MODEL_ARCH_NAMES))
         assert gguf.get_tensor_name_map(arch, 2) is gguf.get_tensor_name_map(arch, 2)
     assert (gguf.GGUFReader, gguf.get_tensor_name_map) == (reader, name_map)
+
+
+@pytest.mark.parametrize("load", ["ffn_width", "load_model"])
+def test_an_unknown_hub_model_offline_is_a_babel_error_with_the_fix(load, monkeypatch):
+    import babel_utils.models as models
+
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no network retries in the test
+    with pytest.raises(ValueError) as err:
+        getattr(models, load)("nobody/nonexistent-model")
+    message = str(err.value)
+    assert "'nobody/nonexistent-model' could not be loaded from the Hugging Face hub" in message
+    assert "gemma-3-270m" in message and "local folder" in message

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pandas as pd
+import pytest
 
 from babel_utils import config, paths, runner
 
@@ -38,13 +40,22 @@ def _expand(names: list[str], languages: tuple[str, ...]) -> list[str]:
     return [n.format(lang=lang) for n in names for lang in (languages if "{lang}" in n else ("",))]
 
 
-def test_all_notebooks_run_on_the_smoke_config():
+def test_all_notebooks_run_on_the_smoke_config(capfd, caplog, monkeypatch):
     cfg = config.load_config(SMOKE)
     present = runner.notebooks()
     assert present, "no notebook in notebooks/"
+    monkeypatch.setenv("TQDM_DISABLE", "")  # the terminal's bar over the notebooks (the kernels' stay off)
     start = time.perf_counter()
-    result = runner.run(SMOKE)
+    with caplog.at_level(logging.INFO, logger="papermill"):
+        result = runner.run(SMOKE)
     seconds = time.perf_counter() - start
+    # what the person at the terminal sees: one bar over the notebooks, each papermill line once, and no
+    # kernel transport warning
+    terminal = capfd.readouterr().err
+    assert f"{cfg.run_name}: 100%" in terminal and f"{len(present)}/{len(present)}" in terminal, terminal[-2000:]
+    assert "without encryption" not in terminal
+    inputs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Input Notebook")]
+    assert len(inputs) == len(present), inputs
     assert [nb.name for nb in result.notebooks] == [nb.name for nb in present]
     assert all(nb.exists() for nb in result.notebooks)
     res, figs = paths.results_dir(result.run_dir), paths.run_figures_dir(result.run_dir)
@@ -63,6 +74,19 @@ def test_all_notebooks_run_on_the_smoke_config():
         tuned = pd.read_parquet(res / "tuned_frequencies.parquet")
         base = pd.read_parquet(res / "frequencies.parquet")
         assert tuned[["language", "layer", "expert"]].equals(base[["language", "layer", "expert"]])
+    # papermill on one notebook with a changed upstream value: 07 on frequencies recorded at another
+    # top_fraction stops, naming the key, both values and the fix (it never builds masks from them)
+    import papermill as pm
+
+    changed = cfg.replace(top_fraction=0.2)
+    pruning_nb = next(nb for nb in present if nb.name.startswith("07"))
+    with runner.quiet_environment(), pytest.raises(pm.PapermillExecutionError) as err:
+        pm.execute_notebook(str(pruning_nb), str(result.run_dir / "mixed.ipynb"), cwd=str(pruning_nb.parent),
+                            parameters=runner.notebook_parameters(changed, pruning_nb), progress_bar=False,
+                            kernel_manager_class=runner.local_kernel_manager(result.run_dir))
+    message = err.value.evalue
+    assert "top_fraction=0.1" in message and "top_fraction=0.2" in message and "Rerun 02_record" in message
+    assert len(pd.read_parquet(res / "mask_specs.parquet")) > 0  # the masks of the run stay as they were
     print(f"smoke run of {len(present)} notebooks: {seconds:.0f} s; per notebook: "
           + ", ".join(f"{k[:2]} {v:.0f} s" for k, v in result.seconds.items()))
 

@@ -34,3 +34,27 @@ def test_bad_input_is_a_clear_error_and_leaves_nothing(tmp_path, capsys, args, w
 def test_missing_config_file(capsys):
     assert cli.main(["run", "configs/nope.yaml"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("notebook, key, value", [
+    ("05", "similarity_metric", "euclidean"), ("05", "linkage_method", "ward"), ("08", "task_ratio", 0.5),
+    ("08", "task_methods", ["sorting"]), ("04", "sweep_thresholds", [0.1]), ("07", "overlap_ratio", 0.1),
+    ("01", "compare_layers", ""),
+])
+def test_every_notebook_knob_is_a_config_field_that_set_reaches(notebook, key, value):
+    from babel_utils import config, runner
+
+    cfg = config.load_config(SMOKE, [f"{key}={value}"])
+    (path,) = runner.notebooks([notebook])
+    got = runner.notebook_parameters(cfg, path)[key]
+    assert (list(got) if isinstance(got, tuple) else got) == value
+
+
+def test_every_parameter_a_notebook_declares_is_a_config_field_but_the_run_selector():
+    import papermill as pm
+
+    from babel_utils import config, runner
+
+    for path in runner.notebooks():
+        loose = sorted(set(pm.inspect_notebook(str(path))) - set(config.FIELD_NAMES))
+        assert not loose, f"{path.name} declares parameters that `babel run --set` cannot reach: {loose}"

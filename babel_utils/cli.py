@@ -22,6 +22,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override one config key (repeatable), e.g. --set n_experts=128")
     run.add_argument("--only", default="", help="comma-separated notebook numbers, e.g. 01,02")
+    run.add_argument("--jobs", type=int, default=1,
+                     help="notebooks run side by side once what they read is done (default 1)")
     run.add_argument("--publish", action="store_true",
                      help="also write the executed notebooks over notebooks/ (refreshes the committed ones)")
     sweep = sub.add_parser("sweep", help="run several configs (models x language sets), then build the report")
@@ -131,7 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "languages":
         return _languages(args)
     try:
-        result = runner.run(args.config, args.overrides, only=_only(args.only), publish=args.publish)
+        result = runner.run(args.config, args.overrides, only=_only(args.only), publish=args.publish,
+                            jobs=args.jobs)
     except (ValueError, FileNotFoundError, runner.NotebookFailed) as err:
         print(f"babel: error: {err}", file=sys.stderr)
         return 2

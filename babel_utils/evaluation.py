@@ -37,7 +37,7 @@ from torch import nn
 from .progress import tqdm
 
 from . import data
-from .adapters import body, get_adapter, model_device
+from .adapters import body, get_adapter, model_device, output_logits
 from .pruning import DENSE, MaskSpec, apply_mask, dynamic_topk
 
 if TYPE_CHECKING:
@@ -59,13 +59,6 @@ METRICS: tuple[str, ...] = ("perplexity", "bits_per_byte", "mgsm_accuracy", "mgs
 HEAD_CHUNK = 256  # positions whose logits exist at once: [HEAD_CHUNK, vocab] floats (Gemma 3: 268 MB)
 
 
-def _softcap(model: nn.Module) -> float | None:
-    """The final logit soft-capping of a model (Gemma 2; None for most), read from its (text) config."""
-    config = getattr(model, "config", None)
-    config = getattr(config, "text_config", None) or config
-    return getattr(config, "final_logit_softcapping", None)
-
-
 # Who multiplies the LM head in float32 on the CPU: "numpy" (its BLAS, OpenBLAS) or "torch" (MKL). On the
 # project's AMD EPYC machine numpy's ran the head 1.4-2x faster (benchmarks/bench_head.py prints both).
 CPU_HEAD_BLAS = "numpy"
@@ -85,11 +78,7 @@ def _linear(head: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
 def _logits(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     """The LM head on some hidden states [N, d_model] -> logits [N, vocab], as the model's forward does it
     (soft-capping included)."""
-    logits = _linear(model.get_output_embeddings(), hidden)
-    cap = _softcap(model)
-    if cap is not None:
-        logits = torch.tanh(logits / cap) * cap
-    return logits
+    return output_logits(model, _linear(model.get_output_embeddings(), hidden))
 
 
 def _token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .adapters import ADAPTERS, get_adapter
+from .adapters import ADAPTERS, get_adapter, unsupported
 from .paths import model_cache_dir
 
 log = logging.getLogger(__name__)
@@ -214,8 +214,7 @@ def ffn_width(name: str) -> int:
     source = str(dequantized_path(name)) if name in BUILTIN_MODELS else name
     config = _from_pretrained(AutoConfig, name, source)
     if config.model_type not in ADAPTERS:
-        raise ValueError(f"Unsupported architecture {config.model_type!r} of {name}: babel knows gated FFNs of "
-                         f"{', '.join(sorted(ADAPTERS))}. Add a row to ADAPTERS in babel_utils/adapters.py.")
+        raise ValueError(unsupported(config.model_type, name))
     config = getattr(config, "text_config", config)
     return int(config.intermediate_size)
 

@@ -96,10 +96,20 @@ def preflight(cfg: BabelConfig) -> None:
         data.heldout_texts(cfg, lang)
 
 
+# The notebooks whose results each notebook reads: with jobs > 1, a notebook starts once these are done,
+# beside others that are ready (03-07 need only 01-02).
+READS: dict[str, tuple[str, ...]] = {"01": (), "02": ("01",), "03": ("02",), "04": ("02",), "05": ("02",),
+                                     "06": ("02",), "07": ("02",), "08": ("07",)}
+
+
 def run(config: str | Path | BabelConfig, overrides: Mapping[str, Any] | Sequence[str] = (),
-        only: Sequence[str] = (), publish: bool = False) -> RunResult:
-    """Execute the notebooks on one config into `runs/<run_name>/`; stages reuse cached results."""
+        only: Sequence[str] = (), publish: bool = False, jobs: int = 1) -> RunResult:
+    """Execute the notebooks on one config into `runs/<run_name>/`; stages reuse cached results. With jobs > 1
+    up to that many notebooks run side by side once what they read is done (for many cores or tiny models:
+    each kernel still uses torch's threads)."""
     cfg = config if isinstance(config, BabelConfig) else load_config(config, overrides)
+    if jobs < 1:
+        raise ValueError(f"jobs={jobs}: give the number of notebooks to run side by side (1 or more).")
     selected = notebooks(only)
     preflight(cfg)  # bad input fails here, before a run folder or a result exists
     out = run_dir(cfg.run_name)
@@ -107,19 +117,52 @@ def run(config: str | Path | BabelConfig, overrides: Mapping[str, Any] | Sequenc
         folder.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     write_environment(out)
-    executed, seconds = [], {}
-    bar = tqdm(selected, desc=cfg.run_name, unit="notebook")  # made before quiet_environment switches bars off
-    with logging_redirect_tqdm(), quiet_environment():
-        for notebook in bar:
-            bar.set_postfix_str(notebook.name)
-            log.info("Executing %s in %s", notebook.name, out)
-            start = time.perf_counter()
-            target = execute(notebook, out, notebook_parameters(cfg, notebook))
-            seconds[notebook.name] = time.perf_counter() - start
-            executed.append(target)
-            if publish:
-                shutil.copyfile(target, notebook)
-    return RunResult(run_dir=out, notebooks=executed, seconds=seconds)
+    done: dict[Path, tuple[Path, float]] = {}
+    parameters = {nb: notebook_parameters(cfg, nb) for nb in selected}  # before any thread starts (it sets a log level)
+    bar = tqdm(total=len(selected), desc=cfg.run_name, unit="notebook")  # before quiet_environment turns bars off
+
+    def one(notebook: Path) -> None:
+        log.info("Executing %s in %s", notebook.name, out)
+        start = time.perf_counter()
+        target = execute(notebook, out, parameters[notebook])
+        done[notebook] = (target, time.perf_counter() - start)
+        if publish:
+            shutil.copyfile(target, notebook)
+
+    with logging_redirect_tqdm(), quiet_environment(), bar:
+        if jobs == 1:
+            for notebook in selected:
+                bar.set_postfix_str(notebook.name)
+                one(notebook)
+                bar.update()
+        else:
+            _side_by_side(selected, one, jobs, bar)
+    return RunResult(run_dir=out, notebooks=[done[nb][0] for nb in selected],
+                     seconds={nb.name: done[nb][1] for nb in selected})
+
+
+def _side_by_side(selected: list[Path], one: Any, jobs: int, bar: Any) -> None:
+    """Run one(notebook) for every notebook, up to `jobs` at once, each after the selected ones it reads."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    keys = [nb.name[:2] for nb in selected]
+    # what each waits for: its READS among the selected ones (a notebook not in READS: every one before it)
+    needs = {key: [r for r in READS[key] if r in keys] if key in READS else keys[:i] for i, key in enumerate(keys)}
+    finished: set[str] = set()
+    waiting = list(selected)
+    with ThreadPoolExecutor(jobs) as pool:
+        running: dict[Any, Path] = {}
+        while waiting or running:
+            ready = [nb for nb in waiting if all(r in finished for r in needs[nb.name[:2]])]
+            for notebook in ready[:jobs - len(running)]:
+                waiting.remove(notebook)
+                running[pool.submit(one, notebook)] = notebook
+            bar.set_postfix_str(", ".join(nb.name for nb in running.values()))
+            complete, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in complete:
+                future.result()  # a failed notebook stops the run (the others in flight finish first)
+                finished.add(running.pop(future).name[:2])
+                bar.update()
 
 
 def write_environment(out: Path) -> None:

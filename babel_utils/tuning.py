@@ -50,7 +50,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from . import cache, data, models, results
-from .adapters import body, d_ff, get_adapter, layers, n_layers
+from .adapters import body, d_ff, get_adapter, layers, n_layers, output_logits
 from .config import BabelConfig
 from .languages import get_language
 from .paths import RESOURCES_DIR
@@ -201,13 +201,6 @@ def encode(examples: Sequence[Example], tokenizer: PreTrainedTokenizerBase, max_
 # --------------------------------------------------------------------------- loss and training
 
 
-def softcap(model: nn.Module) -> float | None:
-    """The final logit soft-capping of the model's config (Gemma 2), or None."""
-    config = getattr(model, "config", None)
-    value = getattr(getattr(config, "text_config", config), "final_logit_softcapping", None)
-    return float(value) if value else None
-
-
 def target_loss(model: PreTrainedModel, batch: Encoded) -> tuple[torch.Tensor, int]:
     """Mean cross-entropy of the target tokens, computing logits only where a target token is predicted."""
     device = model.get_input_embeddings().weight.device
@@ -215,10 +208,7 @@ def target_loss(model: PreTrainedModel, batch: Encoded) -> tuple[torch.Tensor, i
     hidden = body(model)(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
     predicts = batch.target_mask[:, 1:].to(device)  # position t predicts token t + 1
     h = hidden[:, :-1][predicts]
-    logits = model.get_output_embeddings()(h).float()
-    cap = softcap(model)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
+    logits = output_logits(model, model.get_output_embeddings()(h)).float()
     labels = ids[:, 1:][predicts]
     return F.cross_entropy(logits, labels), int(labels.numel())
 

@@ -32,6 +32,7 @@ def probe_result(process: subprocess.Popen) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+@pytest.mark.kernels
 def test_split_labels_are_identical_under_every_kernel_set_and_thread_count():
     # the native kernels with 2 and 1 threads, and another kernel set: AVX2 on an AVX-512 machine (the case
     # that failed before the split was exact), the generic set (scalar torch, SSE4, MKL's compatible path)

@@ -47,7 +47,7 @@ def test_all_notebooks_run_on_the_smoke_config(capfd, caplog, monkeypatch):
     monkeypatch.setenv("TQDM_DISABLE", "")  # the terminal's bar over the notebooks (the kernels' stay off)
     start = time.perf_counter()
     with caplog.at_level(logging.INFO, logger="papermill"):
-        result = runner.run(SMOKE)
+        result = runner.run(SMOKE, jobs=2)  # 03-07 side by side once 02 is done (tiny: the kernels' start-up)
     seconds = time.perf_counter() - start
     # what the person at the terminal sees: one bar over the notebooks, each papermill line once, and no
     # kernel transport warning

@@ -58,3 +58,34 @@ def test_every_parameter_a_notebook_declares_is_a_config_field_but_the_run_selec
     for path in runner.notebooks():
         loose = sorted(set(pm.inspect_notebook(str(path))) - set(config.FIELD_NAMES))
         assert not loose, f"{path.name} declares parameters that `babel run --set` cannot reach: {loose}"
+
+
+def test_side_by_side_starts_a_notebook_only_after_what_it_reads_and_never_more_than_jobs(tmp_path):
+    import threading
+    import time
+    from pathlib import Path
+
+    from babel_utils import runner
+
+    notebooks = [Path(f"{n}_x.ipynb") for n in ("01", "02", "03", "04", "05", "07", "08", "09")]
+    events, lock, active = [], threading.Lock(), [0]
+
+    def one(notebook):
+        with lock:
+            events.append(("start", notebook.name[:2]))
+            active[0] += 1
+            assert active[0] <= 2
+        time.sleep(0.02)
+        with lock:
+            active[0] -= 1
+            events.append(("end", notebook.name[:2]))
+
+    class Bar:
+        def update(self, n=1): pass
+        def set_postfix_str(self, text): pass
+
+    runner._side_by_side(notebooks, one, 2, Bar())
+    order = {event: i for i, event in enumerate(events)}
+    for key, reads in [("02", ["01"]), ("03", ["02"]), ("08", ["07"]), ("09", ["01", "02", "03", "04", "05", "07", "08"])]:
+        assert all(order[("end", r)] < order[("start", key)] for r in reads), (key, events)
+    assert {k for what, k in events if what == "end"} == {nb.name[:2] for nb in notebooks}

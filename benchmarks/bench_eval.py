@@ -1,0 +1,92 @@
+"""Masked evaluation against a bare forward of the same model on the same tokens (notebook 08's cost).
+
+    python benchmarks/bench_eval.py                      # the default model on the CPU
+    python benchmarks/bench_eval.py --device cuda --repeats 5
+
+Times, interleaved and best of `--repeats`, the next-token log-probabilities of `--rows` x `--tokens`
+random tokens: (a) bare: the model with no hook; (b) masked: every row under its own expert mask
+(pruning.apply_row_masks, as 08 evaluates several masks in one batch); and the LM head alone on the
+same hidden states. Prints tokens per second, the masks' overhead and the share of the time in the head.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from babel_utils import adapters, evaluation, pruning
+from babel_utils.models import load_model, resolve_device
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the GPU (timings of asynchronous kernels)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    """Time bare, masked and head-only evaluation and print the comparison."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="gemma-3-270m")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--rows", type=int, default=4)
+    parser.add_argument("--tokens", type=int, default=256)
+    parser.add_argument("--n-experts", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    model, _ = load_model(args.model, "float32", str(device))
+    L, width = adapters.n_layers(model), adapters.d_ff(model)
+    rng = np.random.default_rng(0)
+    labels = np.stack([rng.permutation(np.arange(width) % args.n_experts) for _ in range(L)])
+    masks = rng.random((args.rows, L, args.n_experts)) > 0.25  # a different mask per row
+    ids = torch.from_numpy(rng.integers(10, 20000, (args.rows, args.tokens + 1)))
+    am = torch.ones_like(ids)
+    n_tokens = args.rows * args.tokens
+
+    def bare() -> None:
+        evaluation._next_token_logprobs(model, ids, am)
+
+    def masked() -> None:
+        with pruning.apply_row_masks(model, labels, masks) as select:
+            select(range(args.rows))
+            evaluation._next_token_logprobs(model, ids, am)
+
+    with torch.inference_mode():
+        hidden = evaluation._hidden_states(model, ids.to(device), am.to(device))[:, :-1].reshape(-1, hidden_width(model))
+        targets = ids[:, 1:].reshape(-1).to(device)
+        positions = torch.arange(len(targets), device=device)
+
+    def head() -> None:
+        with torch.inference_mode():
+            evaluation._selected_logprobs(model, hidden, positions, targets)
+
+    best = {"bare": float("inf"), "masked": float("inf"), "head": float("inf")}
+    runs = {"bare": bare, "masked": masked, "head": head}
+    for name, fn in runs.items():  # warm-up
+        fn()
+    for _ in range(args.repeats):
+        for name, fn in runs.items():  # interleaved, so that load hits each alike
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            best[name] = min(best[name], time.perf_counter() - start)
+    print(f"{args.model} on {device} ({torch.get_num_threads()} threads), {args.rows} x {args.tokens} tokens, "
+          f"best of {args.repeats}")
+    print(f"bare forward: {n_tokens / best['bare']:.0f} tokens/s; masked (each row its own mask): "
+          f"{n_tokens / best['masked']:.0f} tokens/s; overhead {best['masked'] / best['bare'] - 1:+.1%}")
+    print(f"LM head alone: {best['head']:.2f} s of the bare forward's {best['bare']:.2f} s "
+          f"({best['head'] / best['bare']:.0%})")
+
+
+def hidden_width(model: torch.nn.Module) -> int:
+    """The width of the body's hidden states (d_model)."""
+    return model.get_output_embeddings().weight.shape[1]
+
+
+if __name__ == "__main__":
+    main()

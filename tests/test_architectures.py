@@ -1,0 +1,86 @@
+"""Every row of the architecture table, proved on a tiny random model built from its transformers config
+(no download): counting equals the plain reference, logits made from the body equal the model's own
+(scaling and soft-capping included), the MoE view is exact, and masking equals physical pruning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import transformers
+from conftest import balanced_labels
+from test_counting import reference_counts
+
+from babel_utils import evaluation
+from babel_utils.adapters import ADAPTERS, d_ff, n_layers
+from babel_utils.counting import n_selected, record_counts
+from babel_utils.moe import moe_view
+from babel_utils.pruning import apply_mask, physically_prune
+
+SMALL = dict(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, head_dim=8, max_position_embeddings=128, pad_token_id=0, bos_token_id=1,
+             eos_token_id=2, tie_word_embeddings=True)
+# what a row's tiny model needs beyond SMALL: a multimodal model's text and vision parts, a value that makes
+# the row's logit facts visible (a scale, a divisor and a soft cap far from 1 and infinity)
+EXTRA: dict[str, dict] = {
+    "gemma2": dict(final_logit_softcapping=2.0),
+    "gemma3_text": dict(final_logit_softcapping=2.0),
+    "granite": dict(logits_scaling=4.0),
+    "cohere": dict(logit_scale=0.25),
+    "cohere2": dict(logit_scale=0.25),
+}
+N_EXPERTS = 16  # the plain reference of test_counting counts 16 experts per layer
+
+
+def tiny_of(model_type: str) -> torch.nn.Module:
+    """A random tiny causal LM of one model type (seeded)."""
+    torch.manual_seed(0)
+    if model_type == "gemma3":  # multimodal: the text part as the others, a one-layer vision tower
+        config = transformers.Gemma3Config(
+            text_config=dict(SMALL, final_logit_softcapping=2.0),
+            vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                               image_size=32, patch_size=16), mm_tokens_per_image=4)
+        return transformers.Gemma3ForConditionalGeneration(config).eval()
+    config = transformers.AutoConfig.for_model(model_type, **SMALL, **EXTRA.get(model_type, {}))
+    return transformers.AutoModelForCausalLM.from_config(config).eval()
+
+
+@pytest.mark.parametrize("model_type", sorted(ADAPTERS))
+def test_every_row_of_the_table_counts_scores_views_and_prunes_like_the_model(model_type):
+    model = tiny_of(model_type)
+    assert model.config.model_type == model_type
+    L, width = n_layers(model), d_ff(model)
+    labels = balanced_labels(L, width, N_EXPERTS, seed=1)
+    ids = torch.randint(3, 300, (2, 12), generator=torch.Generator().manual_seed(2))
+    am = torch.ones_like(ids)
+    count = torch.ones_like(ids, dtype=torch.bool)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=am).logits.double()
+    # counting (in float64, so that near-ties cannot differ): the same table as the plain reference
+    model.double()
+    found = record_counts(model, ids, am, count, labels, N_EXPERTS, batch_size=1)
+    want = reference_counts(model, ids, am, count, labels, n_selected(L, N_EXPERTS, 0.10, "cross_layer"))
+    model.float()
+    np.testing.assert_array_equal(found.counts, want)
+    # logits from the body's hidden states: what the model's own forward gives (scaling, soft cap)
+    logp = evaluation._next_token_logprobs(model, ids, am)
+    expected = torch.log_softmax(logits, -1)[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1)
+    torch.testing.assert_close(logp, expected, rtol=1e-4, atol=1e-4)
+    mask = np.random.default_rng(3).random((L, N_EXPERTS)) > 0.4
+    with torch.no_grad():
+        with moe_view(model, labels):  # every expert on: the dense model
+            torch.testing.assert_close(model(input_ids=ids).logits.double(), logits, rtol=1e-5, atol=1e-5)
+        with apply_mask(model, labels, mask):
+            masked = model(input_ids=ids).logits
+        pruned = physically_prune(model, labels, mask)(input_ids=ids).logits
+    torch.testing.assert_close(pruned, masked, rtol=1e-4, atol=1e-4)
+
+
+def test_a_model_type_without_a_row_names_the_supported_ones_and_how_to_add_one():
+    from babel_utils.adapters import get_adapter
+
+    config = transformers.AutoConfig.for_model("bloom", vocab_size=300, hidden_size=32, n_layer=1, n_head=4)
+    with pytest.raises(ValueError) as err:
+        get_adapter(transformers.AutoModelForCausalLM.from_config(config))
+    assert "Unsupported architecture 'bloom'" in str(err.value) and "olmo2" in str(err.value)
+    assert "tests/test_architectures.py" in str(err.value)

@@ -260,9 +260,70 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | l
     return BabelConfig(**values)
 
 
-def from_namespace(namespace: Mapping[str, Any]) -> BabelConfig:
-    """Build the config from a notebook's parameters: every config key defined in `namespace`."""
-    return BabelConfig(**{k: namespace[k] for k in FIELD_NAMES if k in namespace})
+RUN_SELECTOR: tuple[str, ...] = ("run_name", "config_file", "overrides")  # first in every parameters cell
+
+# Each notebook's own knobs: its parameters cell declares the run selector and these, nothing else (a test
+# checks it). Every other field is a value of the run (model, languages, text, ...), read from its config.
+NOTEBOOK_KNOBS: dict[str, tuple[str, ...]] = {
+    "01": ("n_experts", "split_method", "cluster_matrix", "kmeans_iters", "kmeans_swap_rounds", "seed",
+           "compare_layers", "compare_swap_budgets"),
+    "02": ("token_budget", "score", "normalize", "selection", "top_fraction", "bootstrap_block"),
+    "03": (),
+    "04": ("sweep_thresholds",),
+    "05": ("kl_smoothing", "n_permutations", "n_bootstrap", "expert_grid", "expert_grid_swap_rounds",
+           "similarity_metric", "linkage_method", "alpha"),
+    "06": ("tuned_model", "tuning_steps", "tuning_lr", "tuning_batch", "tuning_max_tokens", "tuning_params",
+           "tuning_rank"),
+    "07": ("prune_ratios", "prune_layer_mode", "random_seeds", "dynamic_top_k", "overlap_ratio"),
+    "08": ("eval_max_tokens", "mgsm_dir", "mgsm_n", "xcsqa_dataset", "xcsqa_n", "gen_max_new_tokens",
+           "task_ratio", "task_methods", "cross_language_ratio", "split_compare_methods",
+           "split_compare_languages", "split_compare_ratio", "timing_tokens", "timing_repeats"),
+}
+
+
+def run_config_path(run_name: str) -> Path:
+    """Where a run's config lives: runs/<run_name>/config.yaml (written by `babel run`), else the shipped
+    configs/<run_name>.yaml (so a notebook opened in JupyterLab works before any run)."""
+    from .paths import CONFIGS_DIR, run_dir
+
+    for path in (run_dir(run_name) / "config.yaml", CONFIGS_DIR / f"{run_name}.yaml"):
+        if path.exists():
+            return path
+    raise FileNotFoundError(
+        f"No config for run {run_name!r}: neither {run_dir(run_name) / 'config.yaml'} (written by `babel run`) "
+        f"nor {CONFIGS_DIR / (run_name + '.yaml')} exists. Run `babel run CONFIG` first, or set config_file.")
+
+
+def _plain(value: Any) -> bool:
+    return isinstance(value, (str, int, float, bool, list, tuple, dict)) or value is None
+
+
+def for_notebook(namespace: Mapping[str, Any], notebook: str) -> BabelConfig:
+    """The config of notebook `notebook` ("01".."08"): its run's config (`config_file`, else
+    `run_config_path(run_name)`), then that notebook's knobs as its parameters cell sets them, then
+    `overrides`; validated. Another config key set in the namespace (papermill's -p) is an error, not ignored."""
+    knobs = NOTEBOOK_KNOBS[notebook]
+    stray = [k for k in FIELD_NAMES if k in namespace and k not in knobs and k != "run_name" and _plain(namespace[k])]
+    if stray:
+        key = stray[0]
+        raise ValueError(f"{key!r} is not a parameter of notebook {notebook} (its own: {', '.join(knobs) or 'none'}) "
+                         f"but a value of the run's config. Set it with overrides, e.g. papermill -y "
+                         f"'{{overrides: {{{key}: ...}}}}', or for the whole run: `babel run CONFIG --set {key}=...`.")
+    run_name = namespace.get("run_name", "default")
+    source = namespace.get("config_file") or run_config_path(run_name)
+    overrides = namespace.get("overrides") or {}
+    if isinstance(overrides, str):  # papermill's -p passes text
+        overrides = yaml.safe_load(overrides) or {}
+    if not isinstance(overrides, Mapping):
+        raise ValueError(f"overrides={overrides!r} must map config keys to values, e.g. "
+                         "-y '{overrides: {top_fraction: 0.2}}'.")
+    own = {k: namespace[k] for k in knobs if k in namespace}
+    return load_config(source, {**own, **overrides, "run_name": run_name})
+
+
+def describe(cfg: BabelConfig) -> str:
+    """Every value of a config, one `key: value` per line (what the top of each executed notebook shows)."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True, width=120).rstrip()
 
 
 def save_config(cfg: BabelConfig, path: str | Path) -> None:

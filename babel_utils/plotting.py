@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
+import matplotlib.colors as _mcolors
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -23,6 +24,9 @@ from scipy.cluster import hierarchy
 
 from . import paths
 from .languages import LANGUAGES
+from .methods import METHODS, Method
+from .methods import colour as method_colour
+from .pruning import DENSE
 from .results import atomic_write
 from .similarity import METRIC_LABELS, PermutationResult
 
@@ -518,9 +522,6 @@ def overlap_plot(overlap: pd.DataFrame) -> Figure:
 
 # --------------------------------------------------------------------------- notebooks 07-08 (pruning)
 
-METHOD_COLOURS = {"sorting": "C0", "layerwise": "C2", "random": "0.45", "threshold": "C3", "dynamic": "C4",
-                  "dense": "black"}
-import matplotlib.colors as _mcolors  # noqa: E402  (appended section)
 
 
 def _prune_language_lines(ax, df: pd.DataFrame, y: str, **kwargs) -> None:
@@ -622,11 +623,29 @@ def keep_drop_map(mask_a: np.ndarray, mask_b: np.ndarray, lang_a: str, lang_b: s
     return fig
 
 
+def _draw_method(ax, rows: pd.DataFrame, method: Method) -> None:
+    """One method's values against the share pruned: a line, the seeds' mean with their range as a band, or
+    points (method.plot)."""
+    if rows.empty:
+        return
+    if method.plot == "band":
+        stats = rows.groupby("ratio")["value"].agg(["mean", "min", "max"])
+        ax.plot(stats.index, stats["mean"], color=method.colour, marker=method.marker, ms=4, label=method.legend)
+        ax.fill_between(stats.index, stats["min"], stats["max"], color=method.colour, alpha=0.25, lw=0)
+    elif method.plot == "line":
+        rows = rows.sort_values("ratio")
+        ax.plot(rows["ratio"], rows["value"], color=method.colour, marker=method.marker, ms=4, label=method.legend)
+    else:
+        ax.scatter(rows["ratio"], rows["value"], color=method.colour, marker=method.marker, zorder=3,
+                   label=method.legend)
+
+
 def metric_vs_ratio_plot(df: pd.DataFrame, metric: str, label: str, log_scale: bool = False) -> Figure:
     """One panel per language: `metric` against the share pruned, per method, each language with its own mask.
 
-    Sorting and layer-wise: lines; random: the mean over seeds with the min-max band; threshold and
-    dynamic: single points at the share they prune; the unpruned model: a horizontal dashed line.
+    Each method as its table entry (methods.METHODS) says: sorting and layer-wise lines; random the mean
+    over seeds with the min-max band; threshold and dynamic single points at the share they prune; the
+    unpruned model a horizontal dashed line.
     """
     part = df[(df["metric"] == metric) & (df["language"] == df["target"])]
     langs = list(dict.fromkeys(part["language"]))
@@ -639,21 +658,8 @@ def metric_vs_ratio_plot(df: pd.DataFrame, metric: str, label: str, log_scale: b
         dense = sub.loc[sub["method"] == "dense", "value"]
         if len(dense):
             ax.axhline(float(dense.iloc[0]), color="black", ls="--", lw=1, label="unpruned")
-        rand = sub[sub["method"] == "random"].groupby("ratio")["value"].agg(["mean", "min", "max"])
-        if len(rand):
-            ax.plot(rand.index, rand["mean"], color=METHOD_COLOURS["random"], marker="s", ms=4,
-                    label="random (mean; band: seeds' range)")
-            ax.fill_between(rand.index, rand["min"], rand["max"], color=METHOD_COLOURS["random"], alpha=0.25, lw=0)
-        for method in ("sorting", "layerwise"):
-            m = sub[sub["method"] == method].sort_values("ratio")
-            if len(m):
-                ax.plot(m["ratio"], m["value"], color=METHOD_COLOURS[method], marker="o", ms=4,
-                        label=f"frequency {method}")
-        for method, marker in (("threshold", "D"), ("dynamic", "^")):
-            m = sub[sub["method"] == method]
-            if len(m):
-                ax.scatter(m["ratio"], m["value"], color=METHOD_COLOURS[method], marker=marker, zorder=3,
-                           label=method + (" (per-token top-k)" if method == "dynamic" else " (f below threshold)"))
+        for name, method in METHODS.items():
+            _draw_method(ax, sub[sub["method"] == name], method)
         if log_scale:
             ax.set_yscale("log")
         ax.set_title(language_name(lang))
@@ -682,7 +688,7 @@ def task_bars_plot(df: pd.DataFrame, metrics: Sequence[str], labels: Sequence[st
         for i, mask in enumerate(masks):
             vals = [part.loc[(part["mask"] == mask) & (part["language"] == lang), "value"].mean() for lang in langs]
             method = mask.split("@")[0]
-            colour = METHOD_COLOURS.get(method, f"C{i}") if masks.count(mask) == 1 else f"C{i}"
+            colour = method_colour(method) if method in METHODS or method == DENSE else f"C{i}"
             ax.bar(x + (i - (len(masks) - 1) / 2) * width, vals, width, label=mask, color=colour,
                    edgecolor="white", lw=0.5)
         ax.set_xticks(x, [language_name(c) for c in langs])
@@ -702,7 +708,7 @@ def split_comparison_plot(df: pd.DataFrame, label: str) -> Figure:
     langs = list(dict.fromkeys(df["language"]))
     dense = df[df["method"] == "dense"].groupby("language")["value"].first()
     rel = df[df["method"] != "dense"].assign(rel=lambda d: d["value"] / d["language"].map(dense) - 1.0)
-    methods = [m for m in ("sorting", "layerwise", "random") if m in set(rel["method"])]
+    methods = [m for m in METHODS if m in set(rel["method"])]
     fig, axes = plt.subplots(1, len(splits), figsize=(3.6 * len(splits) + 1.5, 3.8), sharey=True,
                              squeeze=False, constrained_layout=True)
     width = 0.8 / max(1, len(methods))
@@ -711,9 +717,10 @@ def split_comparison_plot(df: pd.DataFrame, label: str) -> Figure:
         part = rel[rel["split"] == split]
         for i, method in enumerate(methods):
             sub = part[part["method"] == method].groupby("language")["rel"].agg(["mean", "min", "max"]).reindex(langs)
-            err = np.vstack([sub["mean"] - sub["min"], sub["max"] - sub["mean"]]) if method == "random" else None
+            spread = METHODS[method].plot == "band"  # several seeds: whiskers over their range
+            err = np.vstack([sub["mean"] - sub["min"], sub["max"] - sub["mean"]]) if spread else None
             ax.bar(x + (i - (len(methods) - 1) / 2) * width, sub["mean"], width, yerr=err, capsize=2,
-                   color=METHOD_COLOURS[method], label=method)
+                   color=METHODS[method].colour, label=method)
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xticks(x, [language_name(c) for c in langs])
         ax.set(title=f"experts from the {split} split", xlabel="language")

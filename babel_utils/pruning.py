@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-METHODS: tuple[str, ...] = ("threshold", "sorting", "layerwise", "random", "dynamic")
 DENSE = "dense"  # the unpruned reference "method" (every expert kept, no hooks)
 LAYER_MODES: tuple[str, ...] = ("global", "per_layer")
 DEFAULT_THRESHOLD = 0.05  # SPEC 5: prune experts with f < 0.05 (cfg.high_freq_threshold)
@@ -60,13 +59,6 @@ def check_ratio(ratio: float) -> float:
         raise ValueError(f"Pruning ratio {ratio!r} is outside [0, 1): give the share of experts to prune, "
                          "e.g. 0.25 (1.0 would prune every expert).")
     return float(ratio)
-
-
-def check_method(method: str) -> str:
-    """The method name, or a ValueError naming the known methods."""
-    if method not in METHODS:
-        raise ValueError(f"Unknown pruning method {method!r}; known methods: {', '.join(METHODS)}.")
-    return method
 
 
 def check_mode(mode: str) -> str:
@@ -282,64 +274,6 @@ def dynamic_spec(language: str, n_layers_: int, n_experts: int, top_k: int) -> M
     """Dynamic sparse activation: keep the top_k experts per token and layer (ratio = 1 - top_k / E)."""
     return MaskSpec(language, "dynamic", 1.0 - top_k / n_experts, None,
                     np.ones((n_layers_, n_experts), dtype=bool), top_k=top_k)
-
-
-def make_mask(method: str, f: np.ndarray, ratio: float = 0.0, *, levels: np.ndarray | None = None,
-              mode: str = "global", threshold: float = DEFAULT_THRESHOLD, seed: int = 0,
-              reference: np.ndarray | None = None) -> np.ndarray:
-    """Dispatch one static mask by method name (random copies the per-layer counts of `reference`)."""
-    check_method(method)
-    if method == "threshold":
-        return threshold_mask(f, threshold)
-    if method == "sorting":
-        return sorting_mask(f, ratio, mode)
-    if method == "layerwise":
-        if levels is None:
-            raise ValueError("Method 'layerwise' needs the layers' activation levels.")
-        return layerwise_mask(f, levels, ratio)
-    if method == "random":
-        ref = sorting_mask(f, ratio, mode) if reference is None else reference
-        return random_masks_like(ref, [seed])[0]
-    raise ValueError("Method 'dynamic' has no static mask: use dynamic_topk (or dynamic_spec).")
-
-
-def _language_specs(lang: str, f: np.ndarray, levels: np.ndarray, cfg: BabelConfig) -> list[MaskSpec]:
-    """Every static mask of one target language: threshold, sorting, layerwise and random."""
-    thr = threshold_mask(f, cfg.high_freq_threshold)
-    specs = [MaskSpec(lang, "threshold", pruned_share(thr), None, thr)]
-    for ratio in cfg.prune_ratios:
-        sort = sorting_mask(f, ratio, cfg.prune_layer_mode)
-        specs.append(MaskSpec(lang, "sorting", float(ratio), None, sort))
-        specs.append(MaskSpec(lang, "layerwise", float(ratio), None, layerwise_mask(f, levels, ratio)))
-        specs += [MaskSpec(lang, "random", float(ratio), int(seed), m)
-                  for seed, m in zip(cfg.random_seeds, random_masks_like(sort, cfg.random_seeds))]
-    return specs
-
-
-def build_masks(F_by_lang: Mapping[str, np.ndarray], levels_by_lang: Mapping[str, np.ndarray],
-                cfg: BabelConfig, languages: Sequence[str] | None = None,
-                dynamic: bool = False) -> list[MaskSpec]:
-    """Masks of every target language (default cfg.languages): threshold, sorting, layerwise, random.
-
-    threshold: f < cfg.high_freq_threshold, ratio = the share it actually prunes. sorting and layerwise:
-    each of cfg.prune_ratios (sorting in cfg.prune_layer_mode). random: for each sorting mask and each of
-    cfg.random_seeds, the sorting mask's per-layer counts. `dynamic=True` adds one dynamic spec per
-    language (top_k from `resolve_top_k`).
-    """
-    for ratio in cfg.prune_ratios:
-        check_ratio(ratio)
-    check_mode(cfg.prune_layer_mode)
-    specs: list[MaskSpec] = []
-    for lang in cfg.languages if languages is None else languages:
-        f = language_frequencies(F_by_lang, lang)
-        if lang not in levels_by_lang:
-            raise ValueError(f"Language {lang!r} has no activation levels (languages with levels: "
-                             f"{', '.join(levels_by_lang) or 'none'}).")
-        specs += _language_specs(lang, f, np.asarray(levels_by_lang[lang]), cfg)
-        if dynamic:
-            specs.append(dynamic_spec(lang, *f.shape, resolve_top_k(cfg, f.shape[1])))
-    log.info("Built %d masks for %d language(s)", len(specs), len({s.language for s in specs}))
-    return specs
 
 
 def mask_table(masks: Mapping[str, MaskSpec | np.ndarray] | Sequence[MaskSpec]) -> pd.DataFrame:

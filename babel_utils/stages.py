@@ -10,7 +10,7 @@ import pandas as pd
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from . import cache, clustering, data, results
+from . import cache, clustering, data, evaluation, methods, pruning, results, tasks
 from .adapters import d_ff, n_layers
 from .config import BabelConfig
 from .counting import LanguageCounts, record_counts_many
@@ -143,7 +143,6 @@ def expert_grid_frequencies(cfg: BabelConfig, model: nn.Module, tokenizer: PreTr
 
 # --------------------------------------------------------------------------- notebooks 07-08: pruning
 
-from . import evaluation, pruning  # noqa: E402  (appended section; these modules import no stage)
 
 
 def array_hash(array: np.ndarray) -> str:
@@ -165,7 +164,7 @@ def pruning_masks(cfg: BabelConfig, F_by_lang: dict[str, np.ndarray],
     langs = list(cfg.languages)
 
     def compute() -> dict:
-        return pruning.masks_to_results(pruning.build_masks(F_by_lang, levels_by_lang, cfg, dynamic=True))
+        return pruning.masks_to_results(methods.build_masks(F_by_lang, levels_by_lang, cfg))
 
     F = np.stack([np.asarray(pruning.language_frequencies(F_by_lang, lang)) for lang in langs])
     levels = np.stack([np.asarray(levels_by_lang[lang], dtype=np.float64) for lang in langs
@@ -181,103 +180,67 @@ def _eval_key(spec: pruning.MaskSpec, labels: np.ndarray, lang: str, part: str) 
 
 
 def _evaluate(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase, labels: np.ndarray,
-              specs: list[pruning.MaskSpec], lang: str, part: str) -> list:
-    """Raw results of several masks on one language, computed together: static masks (and the unpruned
-    model) share batches through pruning.apply_row_masks; dynamic top-k runs alone."""
-    if any(s.method == "dynamic" for s in specs):
-        if len(specs) != 1:
-            raise ValueError("Dynamic top-k specs are evaluated one at a time.")
-        with evaluation.mask_context(model, labels, specs[0], cfg.score):
-            return _evaluate_plain(cfg, model, tokenizer, lang, part, 1, None)
-    masks = np.stack([np.asarray(s.mask, dtype=bool) for s in specs])
+              jobs: list[tuple[pruning.MaskSpec, str]], task: str) -> list:
+    """Raw results of (mask, evaluated language) jobs computed together: static masks (and the unpruned
+    model) share batches through pruning.apply_row_masks, each row under its own mask; a method with its
+    own hooks (dynamic top-k) runs one job at a time."""
+    run = tasks.check_task(task).run
+    if not all(methods.batches_with_others(spec) for spec, _ in jobs):
+        if len(jobs) != 1:
+            raise ValueError("Masks applied by their own hooks (dynamic top-k) are evaluated one at a time.")
+        (spec, lang), = jobs
+        with methods.hooks(model, labels, spec, cfg.score):
+            return run(cfg, model, tokenizer, [lang], None)
+    masks = np.stack([np.asarray(spec.mask, dtype=bool) for spec, _ in jobs])
     with pruning.apply_row_masks(model, labels, masks) as select:
-        return _evaluate_plain(cfg, model, tokenizer, lang, part, len(specs), select)
+        return run(cfg, model, tokenizer, [lang for _, lang in jobs], select)
 
 
-def _evaluate_plain(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase, lang: str, part: str,
-                    n: int, select) -> list:
-    if part == "heldout":
-        return evaluation.perplexity_many(model, tokenizer, data.heldout_texts(cfg, lang), cfg.eval_max_tokens,
-                                          cfg.seq_len, cfg.batch_size, n, select)
-    if part == "mgsm":
-        return _mgsm_tables(cfg, model, tokenizer, [lang] * n, select)
-    items = data.load_xcsqa(lang, cfg.xcsqa_dataset, cfg.xcsqa_n)
-    out = []
-    for v in range(n):  # choice scoring sorts pairs by length; one variant at a time keeps it simple
-        if select is not None:
-            select_all = (lambda idx, v=v: select([v] * len(idx)))
-        else:
-            select_all = None
-        out.append(evaluation.choice_loglik_scores(model, tokenizer, items, cfg.batch_size, on_batch=select_all))
-    return out
-
-
-EVAL_PARTS = ("heldout", "mgsm", "xcsqa")
+def _groups(pending: list[tuple[pruning.MaskSpec, str]], task: str) -> list[list[tuple[pruning.MaskSpec, str]]]:
+    """How pending jobs are batched: each job with its own hooks alone; the static ones per evaluated
+    language, or all together for a task whose batches mix languages (generation)."""
+    alone = [[job] for job in pending if not methods.batches_with_others(job[0])]
+    static = [job for job in pending if methods.batches_with_others(job[0])]
+    if tasks.check_task(task).languages_share_batches:
+        return ([static] if static else []) + alone
+    by_lang: dict[str, list] = {}
+    for job in static:
+        by_lang.setdefault(job[1], []).append(job)
+    return list(by_lang.values()) + alone
 
 
 def evaluate_jobs(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase, labels: np.ndarray,
-                  jobs: list[tuple[pruning.MaskSpec, str]], part: str = "heldout",
+                  jobs: list[tuple[pruning.MaskSpec, str]], task: str = "heldout",
                   desc: str = "evaluate") -> pd.DataFrame:
-    """Evaluate (mask, evaluated language) pairs; tidy rows (evaluation.metric_rows) in the order of `jobs`.
+    """Evaluate (mask, evaluated language) pairs on a task of tasks.TASKS; tidy rows (evaluation.metric_rows)
+    in the order of `jobs`.
 
-    part: "heldout" (perplexity and bits per byte of the held-out text), "mgsm" (accuracy and gold-answer
-    log-likelihood) or "xcsqa" (accuracy). Each pair is cached on its own (stage "eval", keyed by the mask's
-    name and hash, its target, the labels and the evaluated language), so an interrupted loop resumes
-    where it stopped. The pairs not cached yet are computed language by language, the static masks of a
-    language together in shared batches (each row under its own mask: pruning.apply_row_masks).
+    Each pair is cached on its own (stage "eval", keyed by the mask's name and hash, its target, the labels
+    and the evaluated language), so an interrupted loop resumes where it stopped. The pairs not cached yet
+    are computed in shared batches (each row under its own mask: pruning.apply_row_masks; see `_groups`).
     """
     from .progress import tqdm
 
-    if part not in EVAL_PARTS:
-        raise ValueError(f"Unknown evaluation part {part!r}; known: {', '.join(EVAL_PARTS)}.")
+    summarise = tasks.check_task(task).summarise
 
     def key(spec: pruning.MaskSpec, lang: str) -> dict:
-        return _eval_key(spec, labels, lang, part)
+        return _eval_key(spec, labels, lang, task)
 
-    pending: dict[str, list[pruning.MaskSpec]] = {}
+    pending: list[tuple[pruning.MaskSpec, str]] = []
     for spec, lang in jobs:
-        if not cache.is_cached(cfg, "eval", **key(spec, lang)):
-            if all(s.name != spec.name or s.language != spec.language for s in pending.get(lang, [])):
-                pending.setdefault(lang, []).append(spec)
-    with tqdm(total=sum(len(v) for v in pending.values()), desc=desc, unit="eval") as bar:
-        if part == "mgsm":  # generation: every static job of every language in one batch (see mgsm_eval_many)
-            static = [(s, lang) for lang, specs in pending.items() for s in specs if s.method != "dynamic"]
-            if static:
-                for (spec, lang), value in zip(static, _evaluate_mgsm(cfg, model, tokenizer, labels, static)):
-                    cache.cached(cfg, "eval", lambda value=value: {part: value}, **key(spec, lang))
-                bar.update(len(static))
-            pending = {lang: [s for s in specs if s.method == "dynamic"] for lang, specs in pending.items()}
-        for lang, specs in pending.items():
-            groups = [[s] for s in specs if s.method == "dynamic"]
-            static = [s for s in specs if s.method != "dynamic"]
-            groups += [static] if static else []
-            for group in groups:
-                values = _evaluate(cfg, model, tokenizer, labels, group, lang, part)
-                for spec, value in zip(group, values):
-                    cache.cached(cfg, "eval", lambda value=value: {part: value}, **key(spec, lang))
-                bar.update(len(group))
+        fresh = all((s.name, s.language, l) != (spec.name, spec.language, lang) for s, l in pending)
+        if fresh and not cache.is_cached(cfg, "eval", **key(spec, lang)):
+            pending.append((spec, lang))
+    with tqdm(total=len(pending), desc=desc, unit="eval") as bar:
+        for group in _groups(pending, task):
+            for (spec, lang), value in zip(group, _evaluate(cfg, model, tokenizer, labels, group, task)):
+                cache.cached(cfg, "eval", lambda value=value: {task: value}, **key(spec, lang))
+            bar.update(len(group))
     rows = []
     for spec, lang in jobs:
-        result = cache.cached(cfg, "eval", lambda: _missing(spec, lang), **key(spec, lang))[part]
-        rows += evaluation.metric_rows(spec, lang, evaluation.summarise(part, result))
+        result = cache.cached(cfg, "eval", lambda: _missing(spec, lang), **key(spec, lang))[task]
+        rows += evaluation.metric_rows(spec, lang, summarise(result))
     return evaluation.tidy(rows)
-
-
-def _evaluate_mgsm(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase, labels: np.ndarray,
-                   jobs: list[tuple[pruning.MaskSpec, str]]) -> list[pd.DataFrame]:
-    """MGSM tables of static (mask, language) jobs, all generated in shared batches (each row under its mask)."""
-    masks = np.stack([np.asarray(s.mask, dtype=bool) for s, _ in jobs])
-    with pruning.apply_row_masks(model, labels, masks) as select:
-        return _mgsm_tables(cfg, model, tokenizer, [lang for _, lang in jobs], select)
-
-
-def _mgsm_tables(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase, langs: list[str],
-                 select) -> list[pd.DataFrame]:
-    """MGSM tables of len(langs) model variants, variant v answering the problems of langs[v]."""
-    problems = {lang: data.load_mgsm(lang, cfg.mgsm_dir, cfg.mgsm_n) for lang in dict.fromkeys(langs)}
-    tables = evaluation.mgsm_eval_many(model, tokenizer, [problems[lang] for lang in langs], cfg.gen_max_new_tokens,
-                                       cfg.batch_size, len(langs), select)
-    return [t.astype({"predicted": "float64"}) for t in tables]
 
 
 def _missing(spec: pruning.MaskSpec, lang: str) -> dict:

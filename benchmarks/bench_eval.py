@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from babel_utils import adapters, evaluation, pruning
+from babel_utils import adapters, pruning, scoring
 from babel_utils.models import load_model, resolve_device
 
 
@@ -48,21 +48,21 @@ def main() -> None:
     n_tokens = args.rows * args.tokens
 
     def bare() -> None:
-        evaluation._next_token_logprobs(model, ids, am)
+        scoring._next_token_logprobs(model, ids, am)
 
     def masked() -> None:
         with pruning.apply_row_masks(model, labels, masks) as select:
             select(range(args.rows))
-            evaluation._next_token_logprobs(model, ids, am)
+            scoring._next_token_logprobs(model, ids, am)
 
     with torch.inference_mode():
-        hidden = evaluation._hidden_states(model, ids.to(device), am.to(device))[:, :-1].reshape(-1, hidden_width(model))
+        hidden = scoring._hidden_states(model, ids.to(device), am.to(device))[:, :-1].reshape(-1, hidden_width(model))
         targets = ids[:, 1:].reshape(-1).to(device)
         positions = torch.arange(len(targets), device=device)
 
     def head() -> None:
         with torch.inference_mode():
-            evaluation._selected_logprobs(model, hidden, positions, targets)
+            scoring._selected_logprobs(model, hidden, positions, targets)
 
     best = {"bare": float("inf"), "masked": float("inf"), "head": float("inf")}
     runs = {"bare": bare, "masked": masked, "head": head}

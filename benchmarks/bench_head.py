@@ -5,8 +5,8 @@ the held-out evaluation of 08_pruning_eval.
     python benchmarks/bench_head.py --repeats 5
 
 Prints, best of `--repeats`: GFLOP/s of hidden [M, d_model] @ W.T for the head's shape with both BLAS,
-then tokens per second of `evaluation.perplexity_many` (body + head, 8 variants sharing batches) with
-evaluation.CPU_HEAD_BLAS set to each, and the largest relative difference of bits per byte between them.
+then tokens per second of `scoring.perplexity_many` (body + head, 8 variants sharing batches) with
+scoring.CPU_HEAD_BLAS set to each, and the largest relative difference of bits per byte between them.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from babel_utils import config, data, evaluation
+from babel_utils import config, data, scoring
 from babel_utils.models import load_model
 
 
@@ -43,7 +43,7 @@ def main() -> None:
     weight = model.get_output_embeddings().weight.detach()
     vocab, width = weight.shape
     print(f"{args.model}: LM head {vocab} x {width}, torch {torch.get_num_threads()} threads")
-    for rows in (64, evaluation.HEAD_CHUNK):
+    for rows in (64, scoring.HEAD_CHUNK):
         hidden = torch.randn(rows, width)
         flops = 2 * rows * width * vocab
         t_torch = best_of(lambda: hidden @ weight.T, args.repeats)
@@ -54,8 +54,8 @@ def main() -> None:
     results, rates = {}, {}
     variants = 8
     for blas in ("torch", "numpy"):
-        evaluation.CPU_HEAD_BLAS = blas
-        run = lambda: evaluation.perplexity_many(model, tokenizer, texts, args.tokens, 256, 8, variants)
+        scoring.CPU_HEAD_BLAS = blas
+        run = lambda: scoring.perplexity_many(model, tokenizer, texts, args.tokens, 256, 8, variants)
         seconds = best_of(run, args.repeats)
         results[blas], rates[blas] = run(), variants * args.tokens / seconds
         print(f"perplexity_many, head by {blas}: {rates[blas]:.0f} tokens/s")

@@ -11,7 +11,7 @@ Parts (`--parts 1,3` selects some):
      9 languages x 1M tokens from the measured recording rate.
   2. balanced split (clustering.split_model) of every layer on the device, and one layer again on the CPU:
      are the labels equal (adjusted Rand index if not)?
-  3. masked evaluation (pruning.apply_row_masks + evaluation.perplexity_many, as stages._evaluate does it)
+  3. masked evaluation (pruning.apply_row_masks + scoring.perplexity_many, as stages._evaluate does it)
      against the same evaluation without masks.
   4. physically pruned models (pruning.physically_prune) at 25 % and 50 % of the experts against the dense one.
   5. a model placed by accelerate (device_map: GPU + CPU, on the CPU: CPU + disk): counts equal to a plain load?
@@ -48,7 +48,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from babel_utils import adapters, clustering, data, evaluation, kmeans, pruning, stages  # noqa: E402
+from babel_utils import adapters, clustering, data, kmeans, pruning, scoring, stages  # noqa: E402
 from babel_utils.config import BabelConfig  # noqa: E402
 from babel_utils.counting import expert_scores, n_selected, record_counts, select, zscore  # noqa: E402
 from babel_utils.languages import PAPER_LANGUAGES  # noqa: E402
@@ -595,16 +595,16 @@ def part_masked_eval(table: Table, s: Setup) -> None:
     masks = pruning.sorting_mask(freqs, 0.25, "global")[None]
 
     def unmasked() -> dict[str, float]:
-        return evaluation.perplexity_many(model, tokenizer, texts, max_tokens, t, b, 1, None)[0]
+        return scoring.perplexity_many(model, tokenizer, texts, max_tokens, t, b, 1, None)[0]
 
     def masked() -> dict[str, float]:
         with pruning.apply_row_masks(model, labels, masks) as select_rows:
-            return evaluation.perplexity_many(model, tokenizer, texts, max_tokens, t, b, 1, select_rows)[0]
+            return scoring.perplexity_many(model, tokenizer, texts, max_tokens, t, b, 1, select_rows)[0]
 
     found = timed({"unmasked": unmasked, "masked": masked}, s.device, s.args.repeats)
     plain, under = found["unmasked"], found["masked"]
     n_tokens = int(under.result["n_tokens"])
-    note = (f"evaluation.perplexity_many (body + LM head on the scored positions), {s.args.batches} batches of "
+    note = (f"scoring.perplexity_many (body + LM head on the scored positions), {s.args.batches} batches of "
             f"{b} x {t}; mask: 25 % of experts pruned (random frequencies)")
     table.add(3, "masked eval: unmasked evaluation, tokens/s", n_tokens / plain.seconds, "tokens/s", notes=note)
     table.add(3, "masked eval: masked evaluation, tokens/s", n_tokens / under.seconds, "tokens/s",

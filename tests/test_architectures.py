@@ -11,7 +11,7 @@ import transformers
 from conftest import balanced_labels
 from test_counting import reference_counts
 
-from babel_utils import evaluation
+from babel_utils import scoring
 from babel_utils.adapters import ADAPTERS, d_ff, n_layers
 from babel_utils.counting import n_selected, record_counts
 from babel_utils.moe import moe_view
@@ -63,7 +63,7 @@ def test_every_row_of_the_table_counts_scores_views_and_prunes_like_the_model(mo
     model.float()
     np.testing.assert_array_equal(found.counts, want)
     # logits from the body's hidden states: what the model's own forward gives (scaling, soft cap)
-    logp = evaluation._next_token_logprobs(model, ids, am)
+    logp = scoring._next_token_logprobs(model, ids, am)
     expected = torch.log_softmax(logits, -1)[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1)
     torch.testing.assert_close(logp, expected, rtol=1e-4, atol=1e-4)
     mask = np.random.default_rng(3).random((L, N_EXPERTS)) > 0.4

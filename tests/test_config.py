@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from babel_utils.config import BabelConfig, from_namespace, load_config, parse_override
+from babel_utils import config
+from babel_utils.config import BabelConfig, for_notebook, load_config, parse_override, save_config
 from babel_utils.paths import CONFIGS_DIR
 
 
@@ -56,9 +57,40 @@ def test_bad_override_syntax_and_missing_file(tmp_path):
         load_config(bad)
 
 
-def test_from_namespace_takes_only_config_keys():
-    cfg = from_namespace({"n_experts": 64, "languages": ["en", "fr"], "plot_width": 3})
-    assert cfg.n_experts == 64 and cfg.languages == ("en", "fr")
+def test_a_notebook_reads_its_runs_config_then_its_knobs_then_the_overrides(tmp_path):
+    from torch import nn
+
+    from babel_utils.paths import run_dir
+
+    # before any run: the shipped configs/<run_name>.yaml (JupyterLab on the default run, nothing edited)
+    assert for_notebook({"run_name": "default"}, "08") == load_config(CONFIGS_DIR / "default.yaml")
+    # the run folder's config.yaml, as `babel run` wrote it, wins over the shipped file
+    ran = load_config(CONFIGS_DIR / "smoke.yaml", {"run_name": "default", "top_fraction": 0.3, "task_ratio": 0.5})
+    save_config(ran, run_dir("default") / "config.yaml")
+    assert for_notebook({"run_name": "default"}, "08") == ran
+    # its own knobs as the parameters cell sets them, then overrides (papermill's -p passes them as text)
+    namespace = {"run_name": "default", "task_ratio": 0.1, "mgsm_n": 3, "plot_width": 3,
+                 "model": nn.Linear(1, 1)}  # the loaded model of a JupyterLab session is not a config value
+    cfg = for_notebook({**namespace, "overrides": "{mgsm_n: 7, top_fraction: 0.2}"}, "08")
+    assert (cfg.task_ratio, cfg.mgsm_n, cfg.top_fraction, cfg.model) == (0.1, 7, 0.2, ran.model)
+    other = tmp_path / "other.yaml"
+    save_config(BabelConfig(run_name="elsewhere", n_experts=64), other)
+    cfg = for_notebook({"run_name": "default", "config_file": str(other)}, "08")
+    assert (cfg.n_experts, cfg.run_name) == (64, "default")  # results still go to the selected run
+
+
+def test_a_notebook_refuses_another_notebooks_key_and_a_missing_run():
+    with pytest.raises(ValueError, match=r"'top_fraction' is not a parameter of notebook 07.*overrides: \{top_fraction"):
+        for_notebook({"run_name": "default", "top_fraction": 0.2}, "07")  # papermill -p top_fraction 0.2
+    with pytest.raises(ValueError, match="must map config keys"):
+        for_notebook({"run_name": "default", "overrides": [1, 2]}, "07")
+    with pytest.raises(FileNotFoundError, match=r"No config for run 'nobody'.*config\.yaml.*nobody\.yaml"):
+        for_notebook({"run_name": "nobody"}, "01")
+
+
+def test_describe_shows_every_value():
+    text = config.describe(BabelConfig())
+    assert all(f"{name}:" in text for name in config.FIELD_NAMES)
 
 
 def test_config_is_frozen():
@@ -86,7 +118,8 @@ def test_the_expert_grid_splits_its_other_granularities_with_its_own_swap_budget
     ("calib_articles", "1,20", (1, 20)),
 ])
 def test_papermill_text_for_a_list_parameter_is_read_as_a_list(key, text, want):
-    assert getattr(from_namespace({key: text}), key) == want
+    assert getattr(BabelConfig(**{key: text}), key) == want
+    assert getattr(for_notebook({"run_name": "default", "overrides": {key: text}}, "07"), key) == want
 
 
 def test_a_list_parameter_that_is_not_a_list_of_numbers_says_to_use_yaml():

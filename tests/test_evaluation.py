@@ -13,13 +13,12 @@ import pytest
 import torch
 from torch import nn
 
-from babel_utils import data, evaluation
+from babel_utils import data, evaluation, metrics
 from babel_utils.adapters import d_ff, n_layers
 from babel_utils.config import BabelConfig
-from babel_utils.evaluation import (
-    choice_loglik_scores, evaluate_language, evaluate_mask, extract_answer, generate_greedy, mgsm_eval,
-    mgsm_prompt, perplexity, xcsqa_prompt,
-)
+from babel_utils import scoring, tasks
+from babel_utils.scoring import generate_greedy, perplexity
+from babel_utils.tasks import choice_loglik_scores, extract_answer, mgsm_eval, mgsm_prompt, xcsqa_prompt
 from babel_utils.models import load_model
 from babel_utils.pruning import dense_spec, sorting_mask, MaskSpec
 from conftest import balanced_labels
@@ -251,28 +250,29 @@ def _small_cfg(tmp_path: Path) -> BabelConfig:
                        xcsqa_n=2, eval_max_tokens=64, seq_len=32, batch_size=4, gen_max_new_tokens=4)
 
 
-def test_evaluate_language_and_mask(llama, tmp_path):
+def test_every_task_of_the_table_runs_through_the_stage_and_skips_languages_without_data(llama, tmp_path):
+    from babel_utils import stages
+
     model, tokenizer = llama
     cfg = _small_cfg(tmp_path)
-    heldout = {lang: data.heldout_texts(cfg, lang) for lang in cfg.languages}
-    en = evaluate_language(model, tokenizer, "en", cfg, heldout["en"])
-    assert set(en) == {"perplexity", "bits_per_byte", "mgsm_accuracy", "mgsm_gold_loglik",
-                       "mgsm_gold_loglik_per_token", "xcsqa_accuracy"}
-    assert en["perplexity"] > 1 and en["bits_per_byte"] > 0 and 0 <= en["xcsqa_accuracy"] <= 1
-    fr = evaluate_language(model, tokenizer, "fr", cfg, heldout["fr"])  # no mgsm_fr.tsv here: left out
-    assert set(fr) == {"perplexity", "bits_per_byte", "xcsqa_accuracy"}
-    hi = evaluate_language(model, tokenizer, "hi", cfg, heldout["hi"])  # nor X-CSQA-hi in the fixtures
-    assert set(hi) == {"perplexity", "bits_per_byte"}
-
+    assert tasks.languages_with("mgsm", cfg, cfg.languages) == ["en"]  # no mgsm_fr.tsv or mgsm_hi.tsv here
+    assert tasks.languages_with("xcsqa", cfg, cfg.languages) == ["en", "fr"]  # nor X-CSQA-hi in the fixtures
+    assert tasks.languages_with("xcsqa", cfg.replace(xcsqa_dataset=""), cfg.languages) == []
     labels = balanced_labels(n_layers(model), d_ff(model), 16)
-    dense_rows = evaluate_mask(model, tokenizer, labels, dense_spec("en", 4, 16), {"en": heldout["en"]}, cfg)
-    assert {r["metric"]: r["value"] for r in dense_rows} == pytest.approx(en)
-    mask = sorting_mask(np.random.default_rng(0).random((4, 16)), 0.5)
-    rows = evaluate_mask(model, tokenizer, labels, MaskSpec("en", "sorting", 0.5, None, mask),
-                         {"en": heldout["en"]}, cfg)
-    assert set(rows[0]) == {"language", "target", "method", "ratio", "seed", "metric", "value"}
-    ppl = {r["metric"]: r["value"] for r in rows}["perplexity"]
-    assert ppl != pytest.approx(en["perplexity"])
+    dense = dense_spec("en", 4, 16)
+    sort = MaskSpec("en", "sorting", 0.5, None, sorting_mask(np.random.default_rng(0).random((4, 16)), 0.5))
+    for name, task in tasks.TASKS.items():
+        rows = stages.evaluate_jobs(cfg, model, tokenizer, labels, [(dense, "en"), (sort, "en")], name)
+        values = rows.pivot(index="metric", columns="mask", values="value")
+        assert set(values.index) == set(task.summarise(stages.cache.cached(
+            cfg, "eval", lambda: None, **stages._eval_key(dense, labels, "en", name))[name]))
+        assert set(values.index) <= set(metrics.METRICS)  # every metric a task yields is in the metric table
+        assert (values["dense"] != values["sorting@0.5"]).any() or name == "xcsqa", name  # the mask acts
+    heldout = stages.evaluate_jobs(cfg, model, tokenizer, labels, [(dense, "en")], "heldout")
+    ref = perplexity(model, tokenizer, data.heldout_texts(cfg, "en"), cfg.eval_max_tokens, cfg.seq_len, 4)
+    assert heldout.set_index("metric")["value"]["bits_per_byte"] == pytest.approx(ref["bits_per_byte"], rel=1e-6)
+    with pytest.raises(ValueError, match="Unknown evaluation task 'bleu'; known: heldout, mgsm, xcsqa"):
+        tasks.check_task("bleu")
 
 
 # --------------------------------------------------------------------------- logits only where needed
@@ -280,7 +280,7 @@ def test_evaluate_language_and_mask(llama, tmp_path):
 
 @pytest.mark.parametrize("softcap", [None, 3.0])
 def test_next_token_logprobs_equal_the_full_model(tiny, softcap):
-    from babel_utils.evaluation import _next_token_logprobs
+    from babel_utils.scoring import _next_token_logprobs
 
     model, tokenizer = tiny
     model.config.final_logit_softcapping = softcap if model.config.model_type == "gemma3_text" else None
@@ -312,7 +312,8 @@ def test_perplexity_does_not_depend_on_batching(tiny):
 def test_generation_stopped_early_is_a_prefix_of_the_full_one(llama):
     import re
 
-    from babel_utils.evaluation import _NEXT_QUESTION, _StopAt
+    from babel_utils.scoring import _StopAt
+    from babel_utils.tasks import _NEXT_QUESTION
 
     model, tokenizer = llama
     prompts = [mgsm_prompt("What is 2 + 2?"), mgsm_prompt("Tom has 3 apples and buys 4 more. How many?")]
@@ -403,16 +404,17 @@ def test_split_comparison_sentence():
     assert "Under frequency sorting, the kmeans split's experts lose least" in text
 
 
-def test_summarise_parts():
-    from babel_utils.evaluation import summarise
-
-    assert summarise("heldout", {"perplexity": 3.0, "bits_per_byte": 1.0, "n_tokens": 5}) == \
+def test_task_summaries_and_metric_table():
+    summarise = {name: task.summarise for name, task in tasks.TASKS.items()}
+    assert summarise["heldout"]({"perplexity": 3.0, "bits_per_byte": 1.0, "n_tokens": 5}) == \
         {"perplexity": 3.0, "bits_per_byte": 1.0}
     mgsm = pd.DataFrame({"correct": [True, False], "gold_loglik": [-1.0, -3.0], "gold_loglik_mean": [-0.5, -1.5]})
-    assert summarise("mgsm", mgsm) == {"mgsm_accuracy": 0.5, "mgsm_gold_loglik": -2.0,
+    assert summarise["mgsm"](mgsm) == {"mgsm_accuracy": 0.5, "mgsm_gold_loglik": -2.0,
                                        "mgsm_gold_loglik_per_token": -1.0}
-    with pytest.raises(ValueError, match="Unknown evaluation part"):
-        summarise("bleu", None)
+    assert metrics.lower_is_better("bits_per_byte") and not metrics.lower_is_better("mgsm_accuracy")
+    assert metrics.label("bits_per_byte") == "bits per byte"
+    with pytest.raises(ValueError, match="Unknown metric 'bleu'"):
+        metrics.label("bleu")
 
 
 # --------------------------------------------------------------------------- cached evaluation stages
@@ -445,7 +447,7 @@ def test_cached_evaluation_stages(llama, tmp_path):
     mgsm = stages.evaluate_jobs(cfg, model, tokenizer, labels, [(spec, "en")], "mgsm")
     assert set(mgsm["metric"]) == {"mgsm_accuracy", "mgsm_gold_loglik", "mgsm_gold_loglik_per_token"}
     assert mask_label(MaskSpec("fr", "threshold", 0.3, None, mask)) == "threshold"
-    with pytest.raises(ValueError, match="Unknown evaluation part"):
+    with pytest.raises(ValueError, match="Unknown evaluation task"):
         stages.evaluate_jobs(cfg, model, tokenizer, labels, jobs, "bleu")
 
 
@@ -456,7 +458,8 @@ def apply_ref(model, labels, mask):
 
 
 def test_perplexity_and_mgsm_of_several_masks_at_once(llama, tmp_path):
-    from babel_utils.evaluation import mgsm_eval_many, perplexity_many
+    from babel_utils.scoring import perplexity_many
+    from babel_utils.tasks import mgsm_eval_many
     from babel_utils.pruning import apply_mask, apply_row_masks
 
     model, tokenizer = llama
@@ -508,11 +511,11 @@ def test_the_cpu_head_through_numpy_equals_torch_within_float32_rounding(monkeyp
     hidden = torch.randn(7, 24, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         want = head(hidden)
-        got = evaluation._linear(head, hidden)
+        got = scoring._linear(head, hidden)
         assert got.dtype == torch.float32 and got.shape == want.shape
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-        monkeypatch.setattr(evaluation, "CPU_HEAD_BLAS", "torch")
-        assert torch.equal(evaluation._linear(head, hidden), want)  # torch's own product, bit for bit
-        monkeypatch.setattr(evaluation, "CPU_HEAD_BLAS", "numpy")
+        monkeypatch.setattr(scoring, "CPU_HEAD_BLAS", "torch")
+        assert torch.equal(scoring._linear(head, hidden), want)  # torch's own product, bit for bit
+        monkeypatch.setattr(scoring, "CPU_HEAD_BLAS", "numpy")
         bf16 = head.to(torch.bfloat16)
-        assert torch.equal(evaluation._linear(bf16, hidden.bfloat16()), bf16(hidden.bfloat16()))  # not float32
+        assert torch.equal(scoring._linear(bf16, hidden.bfloat16()), bf16(hidden.bfloat16()))  # not float32

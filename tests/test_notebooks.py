@@ -44,6 +44,23 @@ def test_notebook_follows_the_conventions(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_parameters_cell_holds_the_run_selector_and_that_notebooks_knobs_only(path):
+    from babel_utils.config import NOTEBOOK_KNOBS, RUN_SELECTOR
+
+    names = [node.targets[0].id for node in parameters_cell(nbformat.read(path, as_version=4)).body]
+    assert names == [*RUN_SELECTOR, *NOTEBOOK_KNOBS[path.name[:2]]]
+
+
+def test_a_knob_belongs_to_one_notebook_and_the_table_names_config_fields():
+    from babel_utils.config import NOTEBOOK_KNOBS
+
+    knobs = [k for names in NOTEBOOK_KNOBS.values() for k in names]
+    assert len(knobs) == len(set(knobs)), "a knob set in two notebooks' cells could differ between them"
+    assert set(knobs) <= set(FIELD_NAMES) and "run_name" not in knobs
+    assert sorted(NOTEBOOK_KNOBS) == sorted(p.name[:2] for p in NOTEBOOKS)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_parameter_defaults_are_the_config_defaults(path):
     tree = parameters_cell(nbformat.read(path, as_version=4))
     for node in tree.body:

@@ -78,11 +78,11 @@ def test_all_notebooks_run_on_the_smoke_config(capfd, caplog, monkeypatch):
     # top_fraction stops, naming the key, both values and the fix (it never builds masks from them)
     import papermill as pm
 
-    changed = cfg.replace(top_fraction=0.2)
     pruning_nb = next(nb for nb in present if nb.name.startswith("07"))
     with runner.quiet_environment(), pytest.raises(pm.PapermillExecutionError) as err:
         pm.execute_notebook(str(pruning_nb), str(result.run_dir / "mixed.ipynb"), cwd=str(pruning_nb.parent),
-                            parameters=runner.notebook_parameters(changed, pruning_nb), progress_bar=False,
+                            parameters={"run_name": cfg.run_name, "overrides": {"top_fraction": 0.2}},
+                            progress_bar=False,
                             kernel_manager_class=runner.local_kernel_manager(result.run_dir))
     message = err.value.evalue
     assert "top_fraction=0.1" in message and "top_fraction=0.2" in message and "Rerun 02_record" in message

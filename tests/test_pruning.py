@@ -10,9 +10,10 @@ from babel_utils.adapters import d_ff, down_projs, n_layers, projections
 from babel_utils.config import BabelConfig
 from babel_utils.counting import expert_scores
 from babel_utils.hooks import ffn_input_hooks
+from babel_utils.methods import METHODS, build_masks, check_method
 from babel_utils.pruning import (
-    METHODS, MaskSpec, activation_levels, apply_mask, build_masks, check_method, dynamic_spec, dynamic_topk,
-    layerwise_counts, layerwise_mask, make_mask, mask_overlap, mask_table, masks_from_results, masks_to_results,
+    MaskSpec, activation_levels, apply_mask, dynamic_spec, dynamic_topk,
+    layerwise_counts, layerwise_mask, mask_overlap, mask_table, masks_from_results, masks_to_results,
     physically_prune, pruned_per_layer, random_mask, random_masks_like, resolve_top_k, sorting_mask,
     threshold_mask,
 )
@@ -109,11 +110,7 @@ def test_bad_ratio_names_value_and_range(freqs, ratio):
 def test_unknown_method_names_known_methods(freqs):
     with pytest.raises(ValueError, match="known methods: threshold, sorting, layerwise, random, dynamic"):
         check_method("magnitude")
-    with pytest.raises(ValueError, match="magnitude"):
-        make_mask("magnitude", freqs, 0.1)
-    assert set(METHODS) == {"threshold", "sorting", "layerwise", "random", "dynamic"}
-    assert np.array_equal(make_mask("sorting", freqs, 0.5, mode="per_layer"),
-                          sorting_mask(freqs, 0.5, "per_layer"))
+    assert list(METHODS) == ["threshold", "sorting", "layerwise", "random", "dynamic"]
 
 
 def test_build_masks_covers_every_method_and_errors_for_missing_language(freqs):
@@ -121,8 +118,10 @@ def test_build_masks_covers_every_method_and_errors_for_missing_language(freqs):
     F = {"en": freqs, "fr": freqs[::-1].copy()}
     levels = {"en": np.linspace(1, 2, L), "fr": np.linspace(2, 1, L)}
     specs = build_masks(F, levels, cfg)
-    # per language: 1 threshold + per ratio (sorting + layerwise + 2 random)
-    assert len(specs) == 2 * (1 + 2 * 4)
+    # per language: 1 threshold + per ratio (sorting + layerwise + 2 random) + 1 dynamic
+    assert len(specs) == 2 * (1 + 2 * 4 + 1)
+    assert [s.method for s in specs if s.language == "en"] == (
+        ["threshold"] + ["sorting"] * 2 + ["layerwise"] * 2 + ["random"] * 4 + ["dynamic"])
     thr = [s for s in specs if s.method == "threshold"][0]
     assert thr.ratio == pytest.approx((freqs < cfg.high_freq_threshold).mean())
     for s in specs:
@@ -304,9 +303,7 @@ def test_build_masks_bad_input_messages(freqs):
     with pytest.raises(ValueError, match="'random' has no activation levels|has no activation levels"):
         build_masks(F, {}, cfg)
     with pytest.raises(ValueError, match="Unknown pruning method 'magnitude'"):
-        make_mask("magnitude", freqs, 0.25)
-    with pytest.raises(ValueError, match="needs the layers' activation levels"):
-        make_mask("layerwise", freqs, 0.25)
+        build_masks(F, levels, cfg, methods=["sorting", "magnitude"])
 
 
 def test_row_masks_equal_one_mask_at_a_time(tiny):

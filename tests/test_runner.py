@@ -56,8 +56,18 @@ def test_every_parameter_a_notebook_declares_is_a_config_field_but_the_run_selec
     from babel_utils import config, runner
 
     for path in runner.notebooks():
-        loose = sorted(set(pm.inspect_notebook(str(path))) - set(config.FIELD_NAMES))
+        loose = sorted(set(pm.inspect_notebook(str(path))) - set(config.FIELD_NAMES) - set(config.RUN_SELECTOR))
         assert not loose, f"{path.name} declares parameters that `babel run --set` cannot reach: {loose}"
+
+
+def test_the_runner_passes_a_notebook_its_run_name_and_its_own_knobs_only():
+    from babel_utils import config, runner
+
+    cfg = config.load_config(SMOKE)
+    for path in runner.notebooks():
+        got = runner.notebook_parameters(cfg, path)
+        assert list(got) == ["run_name", *config.NOTEBOOK_KNOBS[path.name[:2]]], path.name
+        assert all(got[k] == cfg.to_dict()[k] for k in got)
 
 
 def test_side_by_side_starts_a_notebook_only_after_what_it_reads_and_never_more_than_jobs(tmp_path):

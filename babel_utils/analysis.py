@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .config import BabelConfig
+from .languages import language_name
 
 log = logging.getLogger(__name__)
 
@@ -199,10 +200,8 @@ def heatmap_stats(F: np.ndarray, languages: Sequence[str], threshold: float = HI
 
 def describe_heatmaps(F: np.ndarray, languages: Sequence[str], threshold: float = HIGH_FREQ_THRESHOLD) -> str:
     """Sentences on the heatmaps: the hottest cell, where high-frequency experts sit, how concentrated use is."""
-    from .languages import LANGUAGES
-
     F = _check_F(F, languages)
-    name = lambda c: LANGUAGES[c].name if c in LANGUAGES else c  # noqa: E731
+    name = language_name
     n_lang, n_layers, n_experts = F.shape
     i, layer, expert = np.unravel_index(int(np.argmax(F)), F.shape)
     high = high_frequency_mask(F, threshold)
@@ -258,9 +257,7 @@ def shared_expert_table(F: np.ndarray, languages: Sequence[str],
 
 def describe_categories(totals: pd.DataFrame, n_experts_total: int, threshold: float) -> str:
     """A sentence on the counts of high-frequency, shared and language-specific experts per language."""
-    from .languages import LANGUAGES
-
-    name = lambda c: LANGUAGES[c].name if c in LANGUAGES else c  # noqa: E731
+    name = language_name
     hi, lo = totals.loc[totals["high_frequency"].idxmax()], totals.loc[totals["high_frequency"].idxmin()]
     s_hi, s_lo = totals.loc[totals["specific"].idxmax()], totals.loc[totals["specific"].idxmin()]
     shared = int(totals["shared"].iloc[0])
@@ -329,9 +326,7 @@ def tuning_layer_summary(per_layer: pd.DataFrame) -> pd.DataFrame:
 
 def describe_tuning_diff(diff: TuningDiff, n_layers: int) -> str:
     """Which layer changes most (per language and on average) and how much the high-frequency sets overlap."""
-    from .languages import LANGUAGES
-
-    name = lambda c: LANGUAGES[c].name if c in LANGUAGES else c  # noqa: E731
+    name = language_name
     summary = tuning_layer_summary(diff.per_layer)
     top = summary.loc[summary["mean_abs_change"].idxmax()]
     median = float(summary["mean_abs_change"].median())

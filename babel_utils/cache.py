@@ -34,8 +34,7 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
                         "tuning_lr", "tuning_batch", "tuning_max_tokens", "tuning_params", "tuning_rank"),
     "pruning": _RECORD + ("languages", "prune_ratios", "prune_layer_mode", "random_seeds",
                           "dynamic_top_k", "high_freq_threshold"),
-    "eval": _RECORD + ("eval_max_tokens", "mgsm_dir", "mgsm_n", "xcsqa_dataset", "xcsqa_n",
-                       "gen_max_new_tokens"),
+    # "eval": keyed by each task's own fields (tasks.Task.config_fields) plus the mask, labels and language
 }
 
 
@@ -71,12 +70,13 @@ def check_provenance(folder: Path, cfg: BabelConfig, name: str) -> None:
             f"`babel run CONFIG --set {key}=...` (cached stages are reused), or set {key} back to {made[key]!r}.")
 
 
-def stage_params(cfg: BabelConfig, stage: str, **extra: Any) -> dict[str, Any]:
-    """The parameters that key a stage's cache: its config fields plus any extra keys."""
-    if stage not in STAGE_FIELDS:
+def stage_params(cfg: BabelConfig, stage: str, fields: tuple[str, ...] | None = None, **extra: Any) -> dict[str, Any]:
+    """The parameters that key a stage's cache: its config fields (STAGE_FIELDS, or `fields` for a stage
+    whose results say themselves what they depend on, as evaluations do) plus any extra keys."""
+    if fields is None and stage not in STAGE_FIELDS:
         raise ValueError(f"Unknown stage {stage!r}; known stages: {', '.join(STAGE_FIELDS)}.")
     full = cfg.to_dict()
-    params = {k: full[k] for k in STAGE_FIELDS[stage]}
+    params = {k: full[k] for k in (STAGE_FIELDS[stage] if fields is None else fields)}
     params.update({k: v for k, v in extra.items()})
     return params
 

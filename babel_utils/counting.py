@@ -13,6 +13,7 @@ from torch import nn
 from .progress import tqdm
 
 from .adapters import body, down_projs, model_device
+from .experts import ExpertSplit
 from .hooks import ffn_input_hooks
 from .kmeans import stable_top_indices
 
@@ -25,6 +26,30 @@ class LanguageCounts:
     n_tokens: int
     block_counts: np.ndarray  # int32 [n_blocks, L, E]: counts per block of consecutive tokens (bootstrap)
     block_tokens: np.ndarray  # int64 [n_blocks]
+
+    def state_dict(self) -> dict:
+        """The counts as named results (arrays and a JSON-able n_tokens): what the record stage caches."""
+        return {"counts": self.counts, "block_counts": self.block_counts, "block_tokens": self.block_tokens,
+                "n_tokens": {"n_tokens": int(self.n_tokens)}}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "LanguageCounts":
+        """The counts back from `state_dict` (or from the record stage's cache)."""
+        return cls(counts=np.asarray(state["counts"]), n_tokens=int(state["n_tokens"]["n_tokens"]),
+                   block_counts=np.asarray(state["block_counts"]), block_tokens=np.asarray(state["block_tokens"]))
+
+    def merge(self, later: "LanguageCounts", block: int) -> "LanguageCounts":
+        """The counts of this stream of tokens followed by `later`'s (counted with the same `block` size): counts
+        and tokens add, blocks follow on. Exact when this stream ends on a block boundary (else an error)."""
+        if self.counts.shape != later.counts.shape:
+            raise ValueError(f"Cannot merge counts of shape {later.counts.shape} into {self.counts.shape}.")
+        if block > 0 and self.n_tokens % block and len(later.block_counts):
+            raise ValueError(f"The first stream ends inside a block ({self.n_tokens} tokens, blocks of {block}): "
+                             "its last block and the next stream's first cannot be told apart. Merge streams "
+                             "that end on block boundaries (or count the continuation with ExpertCounter.load_state_dict).")
+        return LanguageCounts(counts=self.counts + later.counts, n_tokens=self.n_tokens + later.n_tokens,
+                              block_counts=np.concatenate([self.block_counts, later.block_counts]),
+                              block_tokens=np.concatenate([self.block_tokens, later.block_tokens]))
 
 
 def real_device(device: torch.device) -> torch.device:
@@ -126,9 +151,10 @@ class ExpertCounter:
         downs = down_projs(model)
         # Each layer's labels (and the permutation grouping its neurons by expert, for the GPU) live on its
         # layer's device (the CPU for a layer offloaded by accelerate, whose weights sit on "meta"; see _hook).
-        self.labels = [torch.as_tensor(labels[i], dtype=torch.long).to(real_device(downs[i].weight.device))
+        split = ExpertSplit(labels)
+        self.labels = [torch.as_tensor(split.labels[i]).to(real_device(downs[i].weight.device))
                        for i in range(self.n_layers)]
-        self.perms = [torch.argsort(lab, stable=True) for lab in self.labels]
+        self.perms = [torch.as_tensor(split.permutation(i)).to(lab.device) for i, lab in enumerate(self.labels)]
         self.counts = torch.zeros(self.n_layers * n_experts, dtype=torch.int64, device=self.device)
         self.n_tokens = 0
         self.blocks: list[torch.Tensor] = []
@@ -182,12 +208,34 @@ class ExpertCounter:
         self.blocks += list(per_block.to(torch.int32).cpu())
         self.block_tokens += tokens
 
+    def state_dict(self) -> dict:
+        """What the counter has counted so far (LanguageCounts.state_dict): enough to resume it."""
+        return self.result().state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from counts made before (same labels, options and block size): later batches add to them
+        and their blocks follow on, as if one counter had seen every token."""
+        counts = LanguageCounts.from_state_dict(state)
+        if counts.counts.shape != (self.n_layers, self.n_experts):
+            raise ValueError(f"Counts of shape {counts.counts.shape} do not fit this counter "
+                             f"({self.n_layers} layers x {self.n_experts} experts).")
+        self.counts = torch.tensor(counts.counts.reshape(-1), dtype=torch.int64, device=self.device)  # a copy
+        self.n_tokens = counts.n_tokens
+        self.blocks = [torch.tensor(b.reshape(-1), dtype=torch.int32) for b in counts.block_counts]
+        self.block_tokens = [int(t) for t in counts.block_tokens]
+
+    def merge(self, later: "ExpertCounter | LanguageCounts") -> LanguageCounts:
+        """This counter's counts followed by another stream's (LanguageCounts.merge)."""
+        other = later.result() if isinstance(later, ExpertCounter) else later
+        return self.result().merge(other, self.block)
+
     def result(self) -> LanguageCounts:
         """The counts so far, on the CPU."""
         shape = (self.n_layers, self.n_experts)
         blocks = (torch.stack(self.blocks).view(-1, *shape).numpy() if self.blocks
                   else np.zeros((0, *shape), dtype=np.int32))
-        return LanguageCounts(counts=self.counts.view(shape).cpu().numpy(), n_tokens=self.n_tokens,
+        # copies: the counter keeps counting into its own tensors after a result was taken
+        return LanguageCounts(counts=self.counts.view(shape).cpu().numpy().copy(), n_tokens=self.n_tokens,
                               block_counts=blocks, block_tokens=np.asarray(self.block_tokens, dtype=np.int64))
 
 
@@ -232,12 +280,7 @@ def record_counts_many(model: nn.Module, input_ids: torch.Tensor, attention_mask
 
 
 def frequency_table(counts: dict[str, LanguageCounts]) -> pd.DataFrame:
-    """Tidy table (language, layer, expert, count, n_tokens); frequency = count / n_tokens."""
-    frames = []
-    for lang, c in counts.items():
-        n_layers, n_experts = c.counts.shape
-        layer, expert = np.meshgrid(np.arange(n_layers), np.arange(n_experts), indexing="ij")
-        frames.append(pd.DataFrame({"language": lang, "layer": layer.ravel(), "expert": expert.ravel(),
-                                    "count": c.counts.ravel().astype(np.int64),
-                                    "n_tokens": np.int64(c.n_tokens)}))
-    return pd.concat(frames, ignore_index=True)
+    """Tidy table (language, layer, expert, count, n_tokens) of recorded counts (frequencies.make_table)."""
+    from .frequencies import make_table
+
+    return make_table({lang: c.counts for lang, c in counts.items()}, {lang: c.n_tokens for lang, c in counts.items()})

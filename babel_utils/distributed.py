@@ -32,7 +32,6 @@ import logging
 import math
 import os
 import time
-from functools import partial
 from typing import Any, Sequence
 
 import numpy as np
@@ -252,7 +251,7 @@ def _record_all(cfg: BabelConfig, rank: int, world: int, device: str, device_map
                                            data.count_mask(packed, tokenizer.bos_token_id), labels,
                                            cfg.n_experts, desc=f"record {lang}", **stages.record_options(cfg))
         if rank == 0:
-            cache.cached(cfg, "record", partial(stages.counts_results, counts), language=lang, budget=budget)
+            cache.cached(cfg, "record", counts.state_dict, language=lang, budget=budget)
             log.info("record %s: %d tokens, %d rows over %d process(es), %.1f s", lang, counts.n_tokens,
                      packed.input_ids.shape[0], world, time.perf_counter() - begin)
 

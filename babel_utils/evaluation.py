@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from . import metrics
+from .languages import LANGUAGES, language_name
 from .methods import BASELINE, check_method, guided_methods
 from .pruning import DENSE, MaskSpec
 
@@ -99,9 +100,7 @@ def guided_vs_random(df: pd.DataFrame, metric: str = "bits_per_byte") -> pd.Data
 
 
 def _names(codes: Sequence[str]) -> str:
-    from .languages import LANGUAGES
-
-    return ", ".join(LANGUAGES[c].name if c in LANGUAGES else str(c) for c in codes)
+    return ", ".join(language_name(c) for c in codes)
 
 
 def verdict(comparison: pd.DataFrame, metric: str = "bits_per_byte") -> str:
@@ -151,8 +150,6 @@ def describe_cross_language(matrix: pd.DataFrame, metric: str = "bits_per_byte")
     """Whether each language is hurt least by its own mask, and whether relatives' masks (same genus,
     same family) hurt less than unrelated languages' masks, from a cross_language_matrix (lower = better
     for perplexity and bits per byte)."""
-    from .languages import LANGUAGES
-
     lower = metrics.lower_is_better(metric)
     label = metrics.label(metric)
     own_best, groups = [], {"own": [], "same genus": [], "same family, other genus": [], "other family": []}

@@ -12,6 +12,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .experts import ExpertSplit
+
 log = logging.getLogger(__name__)
 
 COLUMNS: tuple[str, ...] = ("language", "layer", "expert", "count", "n_tokens")
@@ -102,12 +104,24 @@ def check_table(table: pd.DataFrame, n_layers: int, n_experts: int) -> None:
                          "or n_experts. Re-run 02_record with the config of these labels.")
 
 
+def layer_shares(x: np.ndarray) -> np.ndarray:
+    """Each layer's share of a language's selections, [L], from its counts or frequencies [L, E] (row sums /
+    total; NaN when nothing was selected)."""
+    rows = np.asarray(x).sum(axis=1)
+    total = rows.sum()
+    return rows / total if total > 0 else np.full(rows.shape, np.nan)
+
+
 def activation_levels(table: pd.DataFrame) -> pd.DataFrame:
-    """Per language and layer, the share of the language's selected experts that fall in the layer."""
-    counts = table.groupby(["language", "layer"])["count"].sum().reindex(table_languages(table), level="language")
-    total = counts.groupby(level="language", sort=False).transform("sum")
-    level = (counts / total.where(total > 0)).rename("level")
-    return level.reset_index()[["language", "layer", "level"]]
+    """Per language and layer, the share of the language's selected experts that fall in the layer
+    (`layer_shares` of its counts)."""
+    n_layers, n_experts = table_shape(table)
+    rows = []
+    for lang, part in table.groupby("language", sort=False):
+        counts = np.zeros((n_layers, n_experts), dtype=np.int64)
+        counts[part["layer"].to_numpy(), part["expert"].to_numpy()] = part["count"].to_numpy()
+        rows.append(pd.DataFrame({"language": lang, "layer": np.arange(n_layers), "level": layer_shares(counts)}))
+    return pd.concat(rows, ignore_index=True)
 
 
 def describe_levels(levels: pd.DataFrame) -> str:
@@ -137,7 +151,8 @@ def load_run_frequencies(results_folder, cfg, min_languages: int = 1) -> tuple[p
     labels = results.load(results_folder, "labels")
     cache.check_provenance(results_folder, cfg, "labels")
     cache.check_provenance(results_folder, cfg, "frequencies")
-    n_layers, n_experts = labels.shape[0], int(labels.max()) + 1
+    split = ExpertSplit(labels)
+    n_layers, n_experts = split.n_layers, split.n_experts
     check_table(table, n_layers, n_experts)
     if n_experts != cfg.n_experts:
         raise ValueError(f"The results in {results_folder} have {n_experts} experts per layer but the config "

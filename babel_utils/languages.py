@@ -263,6 +263,11 @@ LANGUAGES: dict[str, Language] = _load_table()
 # The paper's nine languages, in the paper's order (the default `languages` of a config).
 PAPER_LANGUAGES: tuple[str, ...] = ("en", "fr", "es", "pt", "hi", "ur", "bn", "ar", "zh")
 
+
+def language_name(code: str) -> str:
+    """A language's name for tables, figures and sentences (the code itself when the table lacks it)."""
+    return LANGUAGES[code].name if code in LANGUAGES else str(code)
+
 _INDEX: dict[str, str] = {}  # lower-cased code or alias -> code
 for _lang in LANGUAGES.values():
     for _alias in _lang.aliases:

@@ -10,13 +10,15 @@ import torch
 from torch import nn
 
 from .adapters import activation, mlps, n_layers, projections
+from .experts import ExpertSplit
 
 
 def expert_weights(model: nn.Module, labels: np.ndarray, layer: int) -> tuple[torch.Tensor, ...]:
     """gate, up [E, m, d_model] and down [d_model, E, m]: each expert's rows and columns."""
     gate, up, down = projections(model, layer)
-    n_experts = int(labels[layer].max()) + 1
-    perm = torch.as_tensor(np.argsort(labels[layer], kind="stable"), device=up.weight.device)
+    split = ExpertSplit(labels)
+    n_experts = split.n_experts
+    perm = torch.as_tensor(split.permutation(layer), device=up.weight.device)
     g = gate.weight[perm].unflatten(0, (n_experts, -1))
     u = up.weight[perm].unflatten(0, (n_experts, -1))
     d = down.weight[:, perm].unflatten(1, (n_experts, -1))

@@ -23,7 +23,7 @@ from matplotlib.ticker import MaxNLocator
 from scipy.cluster import hierarchy
 
 from . import paths
-from .languages import LANGUAGES
+from .languages import LANGUAGES, language_name
 from .methods import METHODS, Method
 from .methods import colour as method_colour
 from .pruning import DENSE
@@ -42,11 +42,6 @@ def set_style() -> None:
     sns.set_theme(context="notebook", style="ticks", palette="colorblind")
     plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": DPI, "savefig.bbox": "tight",
                          "axes.titlesize": "medium", "image.interpolation": "nearest"})
-
-
-def language_name(code: str) -> str:
-    """The language's name from babel_utils.languages, or the code itself."""
-    return LANGUAGES[code].name if code in LANGUAGES else str(code)
 
 
 # No creation dates in the files: a rerun writes the same bytes.
@@ -522,22 +517,6 @@ def overlap_plot(overlap: pd.DataFrame) -> Figure:
 
 # --------------------------------------------------------------------------- notebooks 07-08 (pruning)
 
-
-
-def _prune_language_lines(ax, df: pd.DataFrame, y: str, **kwargs) -> None:
-    """One line per language of df (columns language, layer, y), in the languages' order of appearance."""
-    for i, (lang, part) in enumerate(df.groupby("language", sort=False)):
-        part = part.sort_values("layer")
-        ax.plot(part["layer"], part[y], color=f"C{i % 10}", label=language_name(lang), **kwargs)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-
-
-def _prune_legend(fig: Figure, ax) -> None:
-    """The axes' legend entries once, to the right of the figure."""
-    handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right upper", frameon=False, fontsize="small")
-
-
 KEEP_DROP_COLOURS = {"kept by both": "#f2f2f2", "pruned by both": "#08306b", "kept by A only": "#e6550d",
                      "kept by B only": "#31a354"}
 
@@ -551,7 +530,7 @@ def pruned_share_plot(table: pd.DataFrame, threshold: float = 0.05) -> Figure:
     t = table.assign(share=table["pruned"] / table["n_experts"])
     fig, axes = plt.subplots(1, 3, figsize=(15.0, 4.2), sharey=True, constrained_layout=True)
     thr = t[t["method"] == "threshold"]
-    _prune_language_lines(axes[0], thr, "share", marker=".", lw=1)
+    _language_lines(axes[0], thr, "share", marker=".", lw=1)
     mean_thr = thr.groupby("language")["share"].mean()
     axes[0].set_title(f"Threshold f < {threshold:g} ({mean_thr.min():.0%}-{mean_thr.max():.0%} of all experts)"
                       if len(mean_thr) else "Threshold")
@@ -670,7 +649,7 @@ def metric_vs_ratio_plot(df: pd.DataFrame, metric: str, label: str, log_scale: b
         ax.set_xlabel("share of experts pruned")
     for ax in axes[:, 0]:
         ax.set_ylabel(label)
-    _prune_legend(fig, axes.flat[0])
+    _outside_legend(fig, axes.flat[0])
     fig.suptitle(f"{label[:1].upper()}{label[1:]} against the pruning ratio (each language with its own masks)")
     return fig
 

@@ -36,6 +36,8 @@ from torch import nn
 
 from .adapters import down_projs, get_adapter, mlps, n_layers, projections
 from .counting import expert_scores, real_device, top_mask
+from .experts import ExpertSplit
+from .frequencies import layer_shares
 from .hooks import ffn_input_hooks
 
 if TYPE_CHECKING:
@@ -162,8 +164,7 @@ def _largest_remainder(quotas: np.ndarray, total: int, cap: int) -> np.ndarray:
 
 def activation_levels(f: np.ndarray) -> np.ndarray:
     """Each layer's share of a language's selections, [L] (from its frequencies: row sums / total)."""
-    f = _check_frequencies(f)
-    return f.sum(axis=1) / f.sum()
+    return layer_shares(_check_frequencies(f))
 
 
 def layerwise_counts(levels: np.ndarray, ratio: float, n_experts: int) -> np.ndarray:
@@ -325,7 +326,7 @@ def _check_labels(model: nn.Module, labels: np.ndarray, mask: np.ndarray | None 
         mask = _check_mask(mask)
         if mask.shape[0] != labels.shape[0] or mask.shape[1] <= labels.max():
             raise ValueError(f"Mask of shape {mask.shape} does not fit labels with {labels.shape[0]} layers "
-                             f"and {labels.max() + 1} experts.")
+                             f"and {ExpertSplit(labels).n_experts} experts.")
     return labels
 
 
@@ -354,13 +355,12 @@ def apply_mask(model: nn.Module, labels: np.ndarray, mask: np.ndarray) -> Iterat
 @contextmanager
 def dynamic_topk(model: nn.Module, labels: np.ndarray, k: int, score: str = "abs") -> Iterator[None]:
     """Per token and layer keep only the top-k experts by score (counting.expert_scores); zero the rest of h."""
-    labels = _check_labels(model, labels)
-    n_experts = int(labels.max()) + 1
+    split = ExpertSplit(_check_labels(model, labels))
+    labels, n_experts = split.labels, split.n_experts
     if not 1 <= k <= n_experts:
         raise ValueError(f"top-k {k} must lie in 1..{n_experts} (the number of experts).")
     downs = down_projs(model)
-    perms = [torch.as_tensor(np.argsort(labels[i], kind="stable")).to(real_device(d.weight.device))
-             for i, d in enumerate(downs)]
+    perms = [torch.as_tensor(split.permutation(i)).to(real_device(d.weight.device)) for i, d in enumerate(downs)]
     neuron_expert = [torch.as_tensor(labels[i], dtype=torch.long).to(real_device(d.weight.device))
                      for i, d in enumerate(downs)]
 
@@ -517,10 +517,7 @@ def most_different_pair(jaccard: pd.DataFrame) -> tuple[str, str]:
 
 def describe_overlap(jaccard: pd.DataFrame, kept_dropped: pd.DataFrame, n_total: int) -> str:
     """A sentence, from the numbers, on how much languages' pruned sets overlap and which pairs differ most."""
-    from .languages import LANGUAGES
-
-    def name(code: str) -> str:
-        return LANGUAGES[code].name if code in LANGUAGES else str(code)
+    from .languages import language_name as name
 
     langs = list(jaccard.index)
     if len(langs) < 2:

@@ -18,7 +18,7 @@ from scipy.cluster import hierarchy
 from scipy.spatial.distance import squareform
 
 from .config import BabelConfig
-from .languages import LANGUAGES
+from .languages import LANGUAGES, language_name
 
 log = logging.getLogger(__name__)
 
@@ -233,34 +233,10 @@ def group_permutation_test(distance_df: pd.DataFrame, groups: Mapping[str, str] 
 def bootstrap_matrix(per_chunk_counts: Mapping[str, np.ndarray], per_chunk_tokens: Mapping[str, np.ndarray],
                      metric: str, n_bootstrap: int = BabelConfig.n_bootstrap, seed: int = 0,
                      smoothing: float = KL_SMOOTHING) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Bootstrap over text chunks: mean, 2.5 % and 97.5 % percentile matrices of a metric.
-
-    Each language's chunks ([n_chunks, L, E] counts, [n_chunks] tokens) are resampled with
-    replacement, frequencies recomputed and the metric's matrix taken, `n_bootstrap` times.
-    """
+    """Bootstrap over text chunks: mean, 2.5 % and 97.5 % percentile matrices of a metric (the matrices of
+    `bootstrap_samples`)."""
     langs = list(per_chunk_counts)
-    counts = [np.asarray(per_chunk_counts[lang], dtype=np.float32) for lang in langs]  # exact for counts < 2**24
-    missing = [lang for lang in langs if lang not in per_chunk_tokens]
-    if missing:
-        raise ValueError(f"No per-chunk token counts for language(s) {missing}.")
-    tokens = [np.asarray(per_chunk_tokens[lang], dtype=np.float64) for lang in langs]
-    _require_two(langs)
-    shapes = {lang: c.shape[1:] for lang, c in zip(langs, counts)}
-    if len(set(shapes.values())) > 1:
-        raise ValueError(f"The languages' chunk counts have different (layers, experts) shapes {shapes}.")
-    for lang, c, t in zip(langs, counts, tokens):
-        if c.ndim != 3 or t.shape != (c.shape[0],) or c.shape[0] < 1 or (t < 0).any() or t.sum() <= 0:
-            raise ValueError(f"Language {lang!r}: expected counts [n_chunks, L, E] and non-negative tokens "
-                             f"[n_chunks] with a positive sum; got {c.shape} and {t.shape}.")
-    flat = [c.reshape(c.shape[0], -1) for c in counts]
-    rng = np.random.default_rng(seed)
-    mats = np.empty((n_bootstrap, len(langs), len(langs)))
-    for b in range(n_bootstrap):
-        X = np.empty((len(langs), flat[0].shape[1]))
-        for k, (c, t) in enumerate(zip(flat, tokens)):
-            w = np.bincount(rng.integers(0, len(t), len(t)), minlength=len(t))
-            X[k] = (w.astype(np.float32) @ c).astype(np.float64) / (w @ t)
-        mats[b] = _matrix(X, metric, smoothing)
+    mats = bootstrap_samples(per_chunk_counts, per_chunk_tokens, metric, n_bootstrap, seed, smoothing)
     low, high = np.percentile(mats, [2.5, 97.5], axis=0)
     return _labelled(mats.mean(axis=0), langs), _labelled(low, langs), _labelled(high, langs)
 
@@ -271,8 +247,7 @@ SIMILARITIES: tuple[str, ...] = ("pearson",)  # metrics where larger means more 
 RELATIONS: tuple[str, ...] = ("same genus", "same family, other genus", "different family")
 
 
-def _name(code: str) -> str:
-    return LANGUAGES[code].name if code in LANGUAGES else str(code)
+_name = language_name
 
 
 def relation(a: str, b: str) -> str:
@@ -417,20 +392,28 @@ def describe_permutation(result: PermutationResult | None, metric: str, alpha: f
 def bootstrap_samples(per_chunk_counts: Mapping[str, np.ndarray], per_chunk_tokens: Mapping[str, np.ndarray],
                       metric: str, n_bootstrap: int = BabelConfig.n_bootstrap, seed: int = 0,
                       smoothing: float = KL_SMOOTHING) -> np.ndarray:
-    """Every bootstrap matrix [n_bootstrap, n_lang, n_lang] (the resampling of `bootstrap_matrix`, same seed)."""
+    """Every bootstrap matrix [n_bootstrap, n_lang, n_lang] of a metric over text chunks.
+
+    Each language's chunks ([n_chunks, L, E] counts, [n_chunks] tokens) are resampled with
+    replacement, frequencies recomputed and the metric's matrix taken, `n_bootstrap` times.
+    """
     langs = list(per_chunk_counts)
-    _require_two(langs)
+    counts = [np.asarray(per_chunk_counts[lang], dtype=np.float32) for lang in langs]  # exact for counts < 2**24
     missing = [lang for lang in langs if lang not in per_chunk_tokens]
     if missing:
         raise ValueError(f"No per-chunk token counts for language(s) {missing}.")
-    flat = [np.asarray(per_chunk_counts[lang], dtype=np.float32).reshape(len(per_chunk_tokens[lang]), -1)
-            for lang in langs]
     tokens = [np.asarray(per_chunk_tokens[lang], dtype=np.float64) for lang in langs]
-    if len({f.shape[1] for f in flat}) > 1:
-        raise ValueError("The languages' chunk counts have different (layers, experts) shapes.")
-    for lang, t in zip(langs, tokens):
-        if t.size < 1 or t.sum() <= 0:
+    _require_two(langs)
+    shapes = {lang: c.shape[1:] for lang, c in zip(langs, counts)}
+    if len(set(shapes.values())) > 1:
+        raise ValueError(f"The languages' chunk counts have different (layers, experts) shapes {shapes}.")
+    for lang, c, t in zip(langs, counts, tokens):
+        if c.ndim != 3 or t.shape != (c.shape[0],) or (t < 0).any():
+            raise ValueError(f"Language {lang!r}: expected counts [n_chunks, L, E] and non-negative tokens "
+                             f"[n_chunks]; got {c.shape} and {t.shape}.")
+        if c.shape[0] < 1 or t.sum() <= 0:
             raise ValueError(f"Language {lang!r} has no counted tokens in its chunks (bootstrap_block = 0?).")
+    flat = [c.reshape(c.shape[0], -1) for c in counts]
     rng = np.random.default_rng(seed)
     mats = np.empty((n_bootstrap, len(langs), len(langs)))
     for b in range(n_bootstrap):

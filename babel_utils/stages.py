@@ -14,6 +14,7 @@ from . import cache, clustering, data, evaluation, methods, pruning, results, ta
 from .adapters import d_ff, n_layers
 from .config import BabelConfig
 from .counting import LanguageCounts, record_counts_many
+from .experts import ExpertSplit
 
 
 def split(cfg: BabelConfig, model: nn.Module) -> tuple[np.ndarray, pd.DataFrame]:
@@ -54,9 +55,8 @@ def record_language_splits(cfgs: Sequence[BabelConfig], model: nn.Module, tokeni
         fresh = dict(zip(todo, found))
     out = []
     for i, c in enumerate(cfgs):
-        stored = cache.cached(c, "record", lambda i=i: counts_results(fresh[i]), language=lang, budget=budget)
-        out.append(LanguageCounts(counts=stored["counts"], n_tokens=int(stored["n_tokens"]["n_tokens"]),
-                                  block_counts=stored["block_counts"], block_tokens=stored["block_tokens"]))
+        stored = cache.cached(c, "record", lambda i=i: fresh[i].state_dict(), language=lang, budget=budget)
+        out.append(LanguageCounts.from_state_dict(stored))
     return out
 
 
@@ -77,20 +77,15 @@ def record_options(cfg: BabelConfig) -> dict:
             "selection": cfg.selection, "top_fraction": cfg.top_fraction, "block": cfg.bootstrap_block}
 
 
-def counts_results(counts: LanguageCounts) -> dict:
-    """A language's counts as the named results of the "record" stage."""
-    return {"counts": counts.counts, "block_counts": counts.block_counts,
-            "block_tokens": counts.block_tokens, "n_tokens": {"n_tokens": counts.n_tokens}}
-
-
 def load_labels(cfg: BabelConfig, model: nn.Module, results_folder: Path) -> np.ndarray:
     """The expert labels written by 01_split, checked against this model and `n_experts`."""
     labels = results.load(results_folder, "labels")
     cache.check_provenance(results_folder, cfg, "labels")
     expected = (n_layers(model), d_ff(model))
-    if labels.shape != expected or int(labels.max()) + 1 != cfg.n_experts:
-        raise ValueError(f"The labels in {results_folder} ({labels.shape[0]} layers x {labels.shape[1]} neurons, "
-                         f"{int(labels.max()) + 1} experts) do not fit {cfg.model} ({expected[0]} x {expected[1]}) "
+    split = ExpertSplit(labels)
+    if labels.shape != expected or split.n_experts != cfg.n_experts:
+        raise ValueError(f"The labels in {results_folder} ({split.n_layers} layers x {split.d_ff} neurons, "
+                         f"{split.n_experts} experts) do not fit {cfg.model} ({expected[0]} x {expected[1]}) "
                          f"with n_experts={cfg.n_experts}. Rerun 01_split with these parameters.")
     return labels
 
@@ -173,10 +168,12 @@ def pruning_masks(cfg: BabelConfig, F_by_lang: dict[str, np.ndarray],
     return pruning.masks_from_results(stored)
 
 
-def _eval_key(spec: pruning.MaskSpec, labels: np.ndarray, lang: str, part: str) -> dict:
-    """Extra cache keys of one evaluation: what was measured, the mask (name, hash, target), labels, language."""
-    return {"part": part, "mask": spec.name, "mask_hash": array_hash(np.asarray(spec.mask, dtype=bool)),
-            "target": spec.language, "labels": array_hash(np.asarray(labels, dtype=np.int64)), "language": lang}
+def _eval_key(spec: pruning.MaskSpec, labels: np.ndarray, lang: str, task: str) -> dict:
+    """Extra cache keys of one evaluation: the task and the config fields it depends on, the mask (name,
+    hash, target), the labels and the evaluated language."""
+    return {"part": task, "fields": tasks.check_task(task).config_fields, "mask": spec.name,
+            "mask_hash": array_hash(np.asarray(spec.mask, dtype=bool)), "target": spec.language,
+            "labels": array_hash(np.asarray(labels, dtype=np.int64)), "language": lang}
 
 
 def _evaluate(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase, labels: np.ndarray,

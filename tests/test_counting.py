@@ -183,3 +183,36 @@ def test_recording_several_splits_caches_each_and_passes_over_the_text_once(tiny
     with pytest.raises(ValueError, match="differ only in their expert split; these differ: top_fraction"):
         stages.record_language_splits([base, base.replace(top_fraction=0.2)], model, tokenizer,
                                       labels[:1] * 2, "en", 120)
+
+
+def test_counter_state_round_trips_resumes_and_merges_like_one_pass(tiny):
+    """ExpertCounter's protocol (state_dict / load_state_dict / merge, after baukit's running statistics):
+    counting half the rows, saving, resuming in a fresh counter and counting the rest equals one counter
+    over all rows; merging two streams that meet on a block boundary does too."""
+    from babel_utils.counting import ExpertCounter, LanguageCounts
+
+    model, _ = tiny
+    torch.manual_seed(0)
+    ids = torch.randint(3, 200, (4, 16))
+    am = torch.ones_like(ids)
+    mask = am.bool()
+    labels = balanced_labels(4, 256, N_EXPERTS)
+    options = dict(top_fraction=0.2, block=16)
+    whole = ExpertCounter(model, labels, N_EXPERTS, **options)
+    whole.add_batch(ids, am, mask)
+    first = ExpertCounter(model, labels, N_EXPERTS, **options)
+    first.add_batch(ids[:2], am[:2], mask[:2])
+    resumed = ExpertCounter(model, labels, N_EXPERTS, **options)
+    resumed.load_state_dict(first.state_dict())
+    resumed.add_batch(ids[2:], am[2:], mask[2:])
+    later = ExpertCounter(model, labels, N_EXPERTS, **options)
+    later.add_batch(ids[2:], am[2:], mask[2:])
+    want = whole.result()
+    for got in (resumed.result(), first.merge(later), LanguageCounts.from_state_dict(whole.state_dict())):
+        assert np.array_equal(got.counts, want.counts) and got.n_tokens == want.n_tokens
+        assert np.array_equal(got.block_counts, want.block_counts)
+        assert np.array_equal(got.block_tokens, want.block_tokens)
+    odd = ExpertCounter(model, labels, N_EXPERTS, **options)
+    odd.add_batch(ids[:1, :9], am[:1, :9], mask[:1, :9])  # ends inside a block: a merge cannot be exact
+    with pytest.raises(ValueError, match="ends inside a block"):
+        odd.merge(later)

@@ -441,6 +441,14 @@ def test_cached_evaluation_stages(llama, tmp_path):
     # cached: a second call computes nothing (the model would fail if it ran)
     again = stages.evaluate_jobs(cfg, None, tokenizer, labels, jobs, "heldout")
     pd.testing.assert_frame_equal(first, again)
+    # keyed on what an evaluation depends on: other recording or pruning parameters (which would make other
+    # masks and labels, themselves keyed by hash) leave the unpruned model's evaluation cached
+    from babel_utils import cache
+
+    dense_key = stages._eval_key(dense_spec("en", 4, 16), labels, "en", "heldout")
+    assert cache.is_cached(cfg.replace(top_fraction=0.2, prune_ratios=(0.3,), n_experts=8), "eval", **dense_key)
+    assert not cache.is_cached(cfg.replace(eval_max_tokens=32), "eval", **dense_key)
+    assert not cache.is_cached(cfg.replace(model="tiny-gemma3"), "eval", **dense_key)
     # another mask of the same name is another cache entry
     other = MaskSpec("en", "sorting", 0.5, None, ~mask | mask.all(axis=1, keepdims=True))
     assert stages._eval_key(other, labels, "en", "heldout") != stages._eval_key(spec, labels, "en", "heldout")

@@ -100,6 +100,9 @@ class BabelConfig:
     # held-out tokens per language for perplexity; small so that 08 scores every mask (~250 evaluations)
     # on 2 CPU cores in minutes (Gemma 3's 262k-token LM head costs more than its body); GPU: 65536
     eval_max_tokens: int = 64
+    eval_block_tokens: int = 16  # 08: held-out tokens per block of the paired bootstrap (the same blocks both sides)
+    eval_bootstrap: int = 1000  # 08: bootstrap resamples of every interval
+    interval_level: float = 0.95  # 08: coverage of the intervals; a finding is stated only when its interval says so
     mgsm_dir: str = ""  # "" = paths.mgsm_dir(); a hub id loads the Hugging Face form
     mgsm_n: int = 4  # problems per language (0 = all 250); CPU-sized default, configs/gpu-*.yaml use 250
     xcsqa_dataset: str = ""  # "" = skip; "INK-USC/xcsr" or a local folder in its schema
@@ -179,7 +182,8 @@ def validate(cfg: BabelConfig) -> None:
     if not cfg.languages:
         _fail("languages", cfg.languages, "a non-empty list of codes or groups (`babel languages` lists them)")
     positive = ["n_experts", "kmeans_iters", "batch_size", "seq_len", "n_permutations",
-                "n_bootstrap", "eval_max_tokens", "gen_max_new_tokens", "timing_tokens", "timing_repeats"]
+                "n_bootstrap", "eval_max_tokens", "eval_block_tokens", "eval_bootstrap", "gen_max_new_tokens",
+                "timing_tokens", "timing_repeats"]
     for key in positive:
         if not isinstance(getattr(cfg, key), int) or getattr(cfg, key) < 1:
             _fail(key, getattr(cfg, key), "an integer >= 1")
@@ -193,7 +197,7 @@ def validate(cfg: BabelConfig) -> None:
     for method in cfg.split_compare_methods:
         if method not in CHOICES["split_method"]:
             _fail("split_compare_methods", cfg.split_compare_methods, ", ".join(CHOICES["split_method"]))
-    for key in ["alpha", "overlap_ratio", "task_ratio", "cross_language_ratio", "split_compare_ratio"]:
+    for key in ["alpha", "overlap_ratio", "task_ratio", "cross_language_ratio", "split_compare_ratio", "interval_level"]:
         if not 0.0 < getattr(cfg, key) < 1.0:
             _fail(key, getattr(cfg, key), "a number in (0, 1)")
     if not 0.0 < cfg.top_fraction <= 1.0:
@@ -275,9 +279,10 @@ NOTEBOOK_KNOBS: dict[str, tuple[str, ...]] = {
     "06": ("tuned_model", "tuning_steps", "tuning_lr", "tuning_batch", "tuning_max_tokens", "tuning_params",
            "tuning_rank"),
     "07": ("prune_ratios", "prune_layer_mode", "random_seeds", "dynamic_top_k", "overlap_ratio"),
-    "08": ("eval_max_tokens", "mgsm_dir", "mgsm_n", "xcsqa_dataset", "xcsqa_n", "gen_max_new_tokens",
-           "task_ratio", "task_methods", "cross_language_ratio", "split_compare_methods",
-           "split_compare_languages", "split_compare_ratio", "timing_tokens", "timing_repeats"),
+    "08": ("eval_max_tokens", "eval_block_tokens", "eval_bootstrap", "interval_level", "mgsm_dir", "mgsm_n",
+           "xcsqa_dataset", "xcsqa_n", "gen_max_new_tokens", "task_ratio", "task_methods", "cross_language_ratio",
+           "split_compare_methods", "split_compare_languages", "split_compare_ratio", "timing_tokens",
+           "timing_repeats"),
 }
 
 

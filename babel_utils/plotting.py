@@ -707,3 +707,35 @@ def split_comparison_plot(df: pd.DataFrame, label: str) -> Figure:
     axes[0, 0].set_ylabel(f"change of {label} vs unpruned")
     axes[0, -1].legend(frameon=False, fontsize="small")
     return fig
+
+
+def against_dense_plot(comparison: pd.DataFrame, tolerance: float) -> Figure:
+    """evaluation.against_dense as dots with whiskers: per mask (row) and language (colour), the relative change
+    of bits per byte against the unpruned model and its paired interval; the band is the "matches" tolerance.
+    Languages are spread within a row; beyond 12 languages the rows show the languages' median and range."""
+    masks = list(dict.fromkeys(comparison["mask"]))
+    langs = list(dict.fromkeys(comparison["language"]))
+    fig, ax = plt.subplots(figsize=(8.0, 0.45 * len(masks) + 1.6), constrained_layout=True)
+    ax.axvspan(-1, tolerance, color="0.92", lw=0, zorder=0, label=f"at most {tolerance:.0%} worse")
+    ax.axvline(0, color="black", lw=0.8)
+    if len(langs) <= 12:
+        step = 0.7 / max(1, len(langs))
+        for i, lang in enumerate(langs):
+            part = comparison[comparison["language"] == lang].set_index("mask").reindex(masks)
+            y = np.arange(len(masks)) + (i - (len(langs) - 1) / 2) * step
+            ax.errorbar(part["relative"], y, xerr=[part["relative"] - part["low"], part["high"] - part["relative"]],
+                        fmt="o", ms=3, lw=0.8, color=f"C{i % 10}", label=language_name(lang))
+    else:
+        stats = comparison.groupby("mask", sort=False)["relative"].agg(["median", "min", "max"]).reindex(masks)
+        ax.errorbar(stats["median"], np.arange(len(masks)), xerr=[stats["median"] - stats["min"],
+                                                               stats["max"] - stats["median"]],
+                    fmt="o", ms=3, lw=0.8, color="C0", label=f"median and range over {len(langs)} languages")
+    ax.set_yticks(np.arange(len(masks)), masks)
+    ax.invert_yaxis()
+    low = float(min(comparison["low"].min(), 0.0))
+    ax.set_xlim(low - 0.02, float(comparison["high"].max()) + 0.02)
+    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:+.0%}"))
+    level = float(comparison["level"].iloc[0])
+    ax.set(xlabel=f"change of bits per byte against the unpruned model ({level:.0%} paired interval)", ylabel="mask")
+    _outside_legend(fig, ax)
+    return fig

@@ -141,13 +141,23 @@ def _ppl_result(tokenizer: PreTrainedTokenizerBase, nll_sum: float, targets: lis
             "perplexity": math.exp(nll_sum / n_tokens), "bits_per_byte": nll_sum / math.log(2) / n_bytes}
 
 
-def _row_nll(model: nn.Module, ids: torch.Tensor, am: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
-    """Summed next-token NLL of the scored targets of each row, [B]; right padding beyond the longest row
-    of the batch is trimmed, so it is never run."""
+def _row_nll(model: nn.Module, ids: torch.Tensor, am: torch.Tensor,
+             scored: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Summed next-token NLL of the scored targets of each row, [B], and each row's NLL per scored target in
+    order; right padding beyond the longest row of the batch is trimmed, so it is never run."""
     width = int(am.sum(1).max())
     ids, am, keep = ids[:, :width], am[:, :width], scored[:, :width - 1]
     logp = _next_token_logprobs(model, ids, am, keep)
-    return -(logp * keep).sum(1)
+    return -(logp * keep).sum(1), [-logp[i][keep[i]] for i in range(len(logp))]
+
+
+def _blocks(tokenizer: PreTrainedTokenizerBase, token_nll: np.ndarray, targets: list[int],
+            block: int) -> dict[str, list]:
+    """Per block of `block` consecutive scored tokens (the last may be shorter): summed NLL and UTF-8 bytes,
+    the units of the paired bootstrap (intervals.py); the same blocks for every variant of the same text."""
+    starts = range(0, len(targets), block)
+    return {"block_nll": [float(token_nll[s:s + block].sum()) for s in starts],
+            "block_bytes": [scored_bytes(tokenizer, targets[s:s + block]) for s in starts]}
 
 
 def perplexity(model: nn.Module, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_tokens: int,
@@ -158,24 +168,32 @@ def perplexity(model: nn.Module, tokenizer: PreTrainedTokenizerBase, texts: Sequ
 
 def perplexity_many(model: nn.Module, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_tokens: int,
                     seq_len: int, batch_size: int, n_variants: int,
-                    on_batch: Callable[[list[int]], None] | None = None) -> list[dict[str, float]]:
+                    on_batch: Callable[[list[int]], None] | None = None, block_tokens: int = 0) -> list[dict]:
     """`perplexity` of `n_variants` variants of the model at once: the packed rows are repeated once per
     variant and batched together; before every forward `on_batch(variant of each row)` is called (e.g. the
-    `select` of pruning.apply_row_masks, so each row runs under its own mask). One result per variant."""
+    `select` of pruning.apply_row_masks, so each row runs under its own mask). One result per variant; with
+    `block_tokens` each also holds its NLL and bytes per block of that many scored tokens (`_blocks`)."""
     packed = data.pack_tokens(tokenizer, texts, seq_len, budget=max_tokens)
     scored = data.count_mask(packed, tokenizer.bos_token_id)[:, 1:]  # targets: real, not BOS, not padding
     items = [(v, r) for v in range(n_variants) for r in range(packed.input_ids.shape[0])]
     nll = np.zeros(n_variants)
+    per_token: dict[tuple[int, int], torch.Tensor] = {}
     for start in tqdm(range(0, len(items), batch_size), desc="perplexity", unit="batch", leave=False):
         chunk = items[start:start + batch_size]
         rows = [r for _, r in chunk]
         if on_batch is not None:
             on_batch([v for v, _ in chunk])
-        sums = _row_nll(model, packed.input_ids[rows], packed.attention_mask[rows], scored[rows])
-        for (v, _), value in zip(chunk, sums.tolist()):
-            nll[v] += value
+        sums, tokens = _row_nll(model, packed.input_ids[rows], packed.attention_mask[rows], scored[rows])
+        for item, value, row_tokens in zip(chunk, sums.tolist(), tokens):
+            nll[item[0]] += value
+            per_token[item] = row_tokens
     targets = packed.input_ids[:, 1:][scored].tolist()
-    return [_ppl_result(tokenizer, float(value), targets) for value in nll]
+    out = [_ppl_result(tokenizer, float(value), targets) for value in nll]
+    if block_tokens > 0:
+        for v, result in enumerate(out):
+            token_nll = torch.cat([per_token[(v, r)] for r in range(packed.input_ids.shape[0])]).numpy()
+            result.update(_blocks(tokenizer, token_nll, targets, block_tokens))
+    return out
 
 
 # --------------------------------------------------------------------------- continuation log-likelihoods

@@ -15,6 +15,7 @@ from .adapters import d_ff, n_layers
 from .config import BabelConfig
 from .counting import LanguageCounts, record_counts_many
 from .experts import ExpertSplit
+from .intervals import Blocks
 
 
 def split(cfg: BabelConfig, model: nn.Module) -> tuple[np.ndarray, pd.DataFrame]:
@@ -242,6 +243,16 @@ def evaluate_jobs(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedToken
 
 def _missing(spec: pruning.MaskSpec, lang: str) -> dict:
     raise RuntimeError(f"Evaluation of {spec.name} on {lang} was not computed (cache folder removed meanwhile?).")
+
+
+def heldout_blocks(cfg: BabelConfig, labels: np.ndarray, jobs: list[tuple[pruning.MaskSpec, str]]) -> dict:
+    """The held-out blocks (intervals.Blocks) of (mask, language) jobs that evaluate_jobs has run, keyed by
+    (evaluated language, target, mask label): what the paired intervals of evaluation.* resample."""
+    out = {}
+    for spec, lang in jobs:
+        result = cache.cached(cfg, "eval", lambda: _missing(spec, lang), **_eval_key(spec, labels, lang, "heldout"))
+        out[(lang, spec.language, evaluation.mask_label(spec))] = Blocks.of(result["heldout"])
+    return out
 
 
 def eval_mgsm(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase, labels: np.ndarray,

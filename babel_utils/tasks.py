@@ -262,7 +262,7 @@ def _heldout(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerB
     if len(set(langs)) != 1:
         raise ValueError(f"Held-out variants share one language's packed text; got {sorted(set(langs))}.")
     return perplexity_many(model, tokenizer, data.heldout_texts(cfg, langs[0]), cfg.eval_max_tokens, cfg.seq_len,
-                           cfg.batch_size, len(langs), select)
+                           cfg.batch_size, len(langs), select, block_tokens=cfg.eval_block_tokens)
 
 
 def _mgsm(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase, langs: Sequence[str],
@@ -314,7 +314,7 @@ class Task:
 # top_fraction recomputes only the masks that changed, never the unpruned model's evaluation.
 _MODEL_FIELDS = ("model", "dtype", "batch_size", "score")
 _HELDOUT_FIELDS = ("text_source", "text_dataset", "text_dataset_config", "text_split", "text_column", "text_files",
-                   "heldout_articles", "heldout_fraction", "seq_len", "eval_max_tokens")
+                   "heldout_articles", "heldout_fraction", "seq_len", "eval_max_tokens", "eval_block_tokens")
 
 TASKS: dict[str, Task] = {t.name: t for t in (
     Task("heldout", _heldout, _summarise_heldout, lambda cfg, lang: True, _MODEL_FIELDS + _HELDOUT_FIELDS),

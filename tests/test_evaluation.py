@@ -368,17 +368,13 @@ def test_guided_vs_random_and_verdict():
     assert "in 75% of the (language, method, ratio) cases, not in all" in text
 
 
-def test_match_table_and_sentence():
-    from babel_utils.evaluation import describe_matches, match_table, relative_to_dense
+def test_relative_to_dense():  # the match table and its sentence, with intervals: tests/test_intervals.py
+    from babel_utils.evaluation import relative_to_dense
 
     df = _tidy_fixture()
     rel = relative_to_dense(df[df.language == df.target])
     assert rel.loc[(rel.language == "en") & (rel.method == "layerwise"), "matches"].item()  # +0.5 % <= 1 %
     assert not rel.loc[(rel.language == "en") & (rel.method == "sorting"), "matches"].item()
-    table = match_table(df)
-    assert table.loc["layerwise@0.25", "en"] == "+0.5% ✓"
-    assert table.loc["random@0.25 (mean)", "fr"] == "+17.5%"
-    assert "layerwise@0.25 in 1 of 2 languages (English)" in describe_matches(df)
 
 
 def test_cross_language_matrix_and_sentence():
@@ -527,3 +523,22 @@ def test_the_cpu_head_through_numpy_equals_torch_within_float32_rounding(monkeyp
         monkeypatch.setattr(scoring, "CPU_HEAD_BLAS", "numpy")
         bf16 = head.to(torch.bfloat16)
         assert torch.equal(scoring._linear(bf16, hidden.bfloat16()), bf16(hidden.bfloat16()))  # not float32
+
+
+def test_heldout_results_carry_the_blocks_the_intervals_resample(llama, tmp_path):
+    from babel_utils import stages
+
+    model, tokenizer = llama
+    cfg = _small_cfg(tmp_path).replace(eval_block_tokens=8)
+    labels = balanced_labels(n_layers(model), d_ff(model), 16)
+    dense = dense_spec("en", 4, 16)
+    sort = MaskSpec("en", "sorting", 0.5, None, sorting_mask(np.random.default_rng(0).random((4, 16)), 0.5))
+    jobs = [(dense, "en"), (sort, "en")]
+    stages.evaluate_jobs(cfg, model, tokenizer, labels, jobs, "heldout")
+    blocks = stages.heldout_blocks(cfg, labels, jobs)
+    rows = stages.evaluate_jobs(cfg, model, tokenizer, labels, jobs, "heldout")
+    bpb = rows[rows.metric == "bits_per_byte"].set_index("mask")["value"]
+    for spec, mask in ((dense, "dense"), (sort, "sorting@0.5")):
+        b = blocks[("en", "en", mask)]
+        assert len(b.nll) == math.ceil(cfg.eval_max_tokens / 8)
+        assert b.bits_per_byte() == pytest.approx(bpb[mask], rel=1e-9)  # byte-level tokenizer: bytes add up exactly

@@ -44,12 +44,10 @@ def test_a_new_pruning_method_is_one_table_entry(monkeypatch):
     evals = stages.evaluate_jobs(cfg, model, tokenizer, labels, jobs, "heldout")
     bpb = evals[evals.metric == "bits_per_byte"].set_index("mask")["value"]
     assert bpb["reverse@0.25"] != pytest.approx(bpb["sorting@0.25"])
-    assert "reverse@0.25" in evaluation.match_table(evals).index
-    matched = evals.copy()  # the sentence names the new method where it matches the unpruned model
-    dense = matched[matched["mask"] == "dense"].set_index("metric")["value"]
-    is_reverse = matched["mask"] == "reverse@0.25"
-    matched.loc[is_reverse, "value"] = matched.loc[is_reverse, "metric"].map(dense)
-    assert "reverse@0.25 in 1 of 1 languages" in evaluation.describe_matches(matched)
+    blocks = stages.heldout_blocks(cfg, labels, jobs)
+    vs_dense = evaluation.against_dense(evals, blocks, evaluation.Bootstrap(n=200))
+    assert "reverse@0.25" in evaluation.match_table(vs_dense).index
+    assert "reverse@0.25" in set(vs_dense["mask"]) and len(vs_dense) == len(specs)  # one seed: one row per mask
     fig = plotting.metric_vs_ratio_plot(evals, "bits_per_byte", "bits per byte")
     assert "reverse sorting (most frequent pruned)" in fig.axes[0].get_legend_handles_labels()[1]
     assert methods.colour("reverse") == "C5"

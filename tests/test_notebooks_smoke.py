@@ -33,6 +33,12 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
     "06": (["tuned_frequencies.parquet", "tuning_per_layer.parquet", "tuning_top_layer.parquet",
             "tuning_overlap.parquet", "tuning_history.parquet"],
            ["06_tuning_loss", "06_difference_heatmaps", "06_change_per_layer", "06_high_frequency_overlap"]),
+    "07": (["masks.npy", "mask_specs.parquet", "mask_table.parquet", "mask_overlap.parquet"],
+           ["07_pruned_share_per_layer", "07_mask_overlap", "07_kept_by_a_pruned_by_b", "07_keep_drop_map"]),
+    "08": (["pruning_eval.parquet", "guided_vs_random.parquet", "against_dense.parquet", "layerwise_vs_sorting.parquet",
+            "cross_language.parquet", "own_mask_intervals.parquet", "split_comparison.parquet",
+            "split_intervals.parquet", "mgsm_generations.parquet", "mgsm_intervals.parquet", "pruned_speed.parquet"],
+           ["08_bits_per_byte_vs_ratio", "08_against_dense", "08_mgsm", "08_cross_language", "08_split_comparison"]),
 }
 
 

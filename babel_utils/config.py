@@ -100,7 +100,7 @@ class BabelConfig:
     # held-out tokens per language for perplexity; small so that 08 scores every mask (~250 evaluations)
     # on 2 CPU cores in minutes (Gemma 3's 262k-token LM head costs more than its body); GPU: 65536
     eval_max_tokens: int = 64
-    eval_block_tokens: int = 16  # 08: held-out tokens per block of the paired bootstrap (the same blocks both sides)
+    eval_block_tokens: int = 8  # 08: held-out tokens per block of the paired bootstrap (the same blocks both sides)
     eval_bootstrap: int = 1000  # 08: bootstrap resamples of every interval
     interval_level: float = 0.95  # 08: coverage of the intervals; a finding is stated only when its interval says so
     mgsm_dir: str = ""  # "" = paths.mgsm_dir(); a hub id loads the Hugging Face form

@@ -3,7 +3,11 @@
 Bits per byte of held-out text: a paired bootstrap over blocks of the scored tokens (`eval_block_tokens`
 each). Both sides of a comparison were scored on the same text, so each resample draws the same blocks for
 both; a side made of several random masks (one per seed) also has its seeds drawn with replacement and
-averaged. The interval is the percentile interval of the resampled differences.
+averaged. The interval is the percentile interval of the resampled differences, widened about the
+estimate by sqrt(n / (n - 1)) * t(n - 1) / z for n blocks: a plain percentile interval from few blocks is
+too narrow (the bootstrap variance of a mean is (n - 1) / n of the unbiased one, and z stands where a mean
+of n values needs Student's t); the factor makes it the t interval when the blocks' differences are normal
+(1.29 at 8 blocks, 1.06 at 32, 1.01 at 128).
 
 MGSM: accuracy with its Wilson score interval (binomial); the gold answer's log-likelihood with a
 bootstrap over problems.
@@ -74,6 +78,16 @@ def _check_same_text(sides: Sequence[Blocks]) -> None:
         raise ValueError("A paired comparison needs both sides scored on the same blocks of the same text.")
 
 
+def small_sample_factor(n: int, level: float) -> float:
+    """How much a percentile bootstrap interval of a mean of n blocks is widened (see the module docstring)."""
+    from scipy.stats import norm, t
+
+    if n < 2:
+        return float("inf")
+    q = (1 + level) / 2
+    return math.sqrt(n / (n - 1)) * float(t.ppf(q, n - 1)) / float(norm.ppf(q))
+
+
 def bpb_difference(a: Sequence[Blocks], b: Sequence[Blocks], n_bootstrap: int, level: float = 0.95,
                    seed: int = 0, relative: bool = False) -> Interval:
     """Bits per byte of `a` minus `b` (each the mean over its seeds), with the paired bootstrap interval;
@@ -87,7 +101,8 @@ def bpb_difference(a: Sequence[Blocks], b: Sequence[Blocks], n_bootstrap: int, l
     diffs = (side_a - side_b) / side_b if relative else side_a - side_b
     low, high = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
     estimate = (point_a - point_b) / point_b if relative else point_a - point_b
-    return Interval(estimate, float(low), float(high))
+    widen = small_sample_factor(len(a[0].nll), level)
+    return Interval(estimate, float(estimate - widen * (estimate - low)), float(estimate + widen * (high - estimate)))
 
 
 def verdict(interval: Interval, better: str, worse: str, margin: float = 0.0) -> str:

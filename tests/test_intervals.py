@@ -112,3 +112,19 @@ def test_own_mask_and_split_verdicts():
     text_ = evaluation.describe_own_mask(own)
     assert "least (every interval against the other languages' masks above zero) for 1 of 3 languages (English)" in text_
     assert f"for 2 the comparison is {NOT_DISTINGUISHABLE}" in text_
+
+
+def test_few_blocks_widen_the_interval_to_the_t_interval():
+    assert intervals.small_sample_factor(8, 0.95) == pytest.approx(1.29, abs=0.005)
+    assert intervals.small_sample_factor(1000, 0.95) == pytest.approx(1.0, abs=0.002)
+    # on normal block differences the widened interval matches the t interval of their mean
+    rng = np.random.default_rng(3)
+    n_bytes = np.full(8, 50.0)
+    base = Blocks(np.full(8, 2.0) * n_bytes * math.log(2), n_bytes)
+    d = rng.normal(0.1, 0.05, 8)
+    other = Blocks(base.nll + d * n_bytes * math.log(2), n_bytes)
+    iv = bpb_difference([other], [base], 20000, seed=0)
+    from scipy.stats import t
+
+    half = t.ppf(0.975, 7) * d.std(ddof=1) / math.sqrt(8)
+    assert iv.high - iv.low == pytest.approx(2 * half, rel=0.1)

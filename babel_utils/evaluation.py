@@ -378,7 +378,7 @@ def describe_split_comparison(df: pd.DataFrame, metric: str = "bits_per_byte") -
     for method in guided:
         per_split = means.xs(method, level="method")
         best = per_split.idxmin() if metrics.lower_is_better(metric) else per_split.idxmax()
-        lines.append(f"Under frequency {method}, the {best} split's experts lose least "
+        lines.append(f"Under frequency {method}, by point estimate the {best} split's experts lose least "
                      f"({per_split[best]:+.1%}; " + ", ".join(f"{s} {v:+.1%}" for s, v in per_split.items()
                                                                if s != best) + ").")
     return "\n".join(lines)

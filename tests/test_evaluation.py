@@ -397,7 +397,7 @@ def test_split_comparison_sentence():
                     df.assign(split="random", value=np.where(df.method == "dense", df.value, df.value * 1.1))])
     df = df[df.language == df.target]
     text = describe_split_comparison(df)
-    assert "Under frequency sorting, the kmeans split's experts lose least" in text
+    assert "Under frequency sorting, by point estimate the kmeans split's experts lose least" in text
 
 
 def test_task_summaries_and_metric_table():

@@ -14,6 +14,7 @@ from .progress import tqdm
 
 from .adapters import body, down_projs, model_device
 from .experts import ExpertSplit
+from .frequencies import make_table
 from .hooks import ffn_input_hooks
 from .kmeans import stable_top_indices
 
@@ -281,6 +282,4 @@ def record_counts_many(model: nn.Module, input_ids: torch.Tensor, attention_mask
 
 def frequency_table(counts: dict[str, LanguageCounts]) -> pd.DataFrame:
     """Tidy table (language, layer, expert, count, n_tokens) of recorded counts (frequencies.make_table)."""
-    from .frequencies import make_table
-
     return make_table({lang: c.counts for lang, c in counts.items()}, {lang: c.n_tokens for lang, c in counts.items()})

@@ -35,9 +35,9 @@ def _side(blocks: BlockMap, rows: pd.DataFrame) -> list[Blocks]:
     return [blocks[(r.language, r.target, r.mask)] for r in rows.itertuples()]
 
 
-def _fmt(iv: Interval, pct: bool = True) -> str:
-    f = "{:+.1%}" if pct else "{:+.3f}"
-    return f"{f.format(iv.estimate)} [{f.format(iv.low)}, {f.format(iv.high)}]"
+def _fmt(iv: Interval) -> str:
+    """A relative change with its interval: '+7.9% [+0.8%, +14.8%]'."""
+    return f"{iv.estimate:+.1%} [{iv.low:+.1%}, {iv.high:+.1%}]"
 
 TIDY_COLUMNS: tuple[str, ...] = ("language", "target", "method", "ratio", "seed", "top_k", "mask", "metric",
                                  "value")

@@ -13,7 +13,6 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib.colors as _mcolors
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd

@@ -186,7 +186,8 @@ def perplexity_many(model: nn.Module, tokenizer: PreTrainedTokenizerBase, texts:
         sums, tokens = _row_nll(model, packed.input_ids[rows], packed.attention_mask[rows], scored[rows])
         for item, value, row_tokens in zip(chunk, sums.tolist(), tokens):
             nll[item[0]] += value
-            per_token[item] = row_tokens
+            if block_tokens > 0:  # the blocks need each scored token's NLL; plain perplexity only the sums
+                per_token[item] = row_tokens
     targets = packed.input_ids[:, 1:][scored].tolist()
     out = [_ppl_result(tokenizer, float(value), targets) for value in nll]
     if block_tokens > 0:

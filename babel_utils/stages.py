@@ -140,7 +140,6 @@ def expert_grid_frequencies(cfg: BabelConfig, model: nn.Module, tokenizer: PreTr
 # --------------------------------------------------------------------------- notebooks 07-08: pruning
 
 
-
 def array_hash(array: np.ndarray) -> str:
     """Short sha256 of an array's dtype, shape and bytes: a cache key for masks, labels and frequencies."""
     import hashlib
@@ -236,13 +235,15 @@ def evaluate_jobs(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedToken
             bar.update(len(group))
     rows = []
     for spec, lang in jobs:
-        result = cache.cached(cfg, "eval", lambda: _missing(spec, lang), **key(spec, lang))[task]
-        rows += evaluation.metric_rows(spec, lang, summarise(result))
+        rows += evaluation.metric_rows(spec, lang, summarise(_stored(cfg, labels, spec, lang, task)))
     return evaluation.tidy(rows)
 
 
-def _missing(spec: pruning.MaskSpec, lang: str) -> dict:
-    raise RuntimeError(f"Evaluation of {spec.name} on {lang} was not computed (cache folder removed meanwhile?).")
+def _stored(cfg: BabelConfig, labels: np.ndarray, spec: pruning.MaskSpec, lang: str, task: str):
+    """The cached raw result of one evaluation that evaluate_jobs has computed."""
+    def missing() -> dict:
+        raise RuntimeError(f"Evaluation of {spec.name} on {lang} was not computed (cache folder removed meanwhile?).")
+    return cache.cached(cfg, "eval", missing, **_eval_key(spec, labels, lang, task))[task]
 
 
 def heldout_blocks(cfg: BabelConfig, labels: np.ndarray, jobs: list[tuple[pruning.MaskSpec, str]]) -> dict:
@@ -250,8 +251,7 @@ def heldout_blocks(cfg: BabelConfig, labels: np.ndarray, jobs: list[tuple[prunin
     (evaluated language, target, mask label): what the paired intervals of evaluation.* resample."""
     out = {}
     for spec, lang in jobs:
-        result = cache.cached(cfg, "eval", lambda: _missing(spec, lang), **_eval_key(spec, labels, lang, "heldout"))
-        out[(lang, spec.language, evaluation.mask_label(spec))] = Blocks.of(result["heldout"])
+        out[(lang, spec.language, evaluation.mask_label(spec))] = Blocks.of(_stored(cfg, labels, spec, lang, "heldout"))
     return out
 
 
@@ -259,7 +259,7 @@ def eval_mgsm(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizer
               spec: pruning.MaskSpec, lang: str) -> pd.DataFrame:
     """MGSM per problem (generation, extracted answer, correct, gold log-likelihood) of one mask, cached."""
     evaluate_jobs(cfg, model, tokenizer, labels, [(spec, lang)], "mgsm", desc="mgsm")
-    return cache.cached(cfg, "eval", lambda: _missing(spec, lang), **_eval_key(spec, labels, lang, "mgsm"))["mgsm"]
+    return _stored(cfg, labels, spec, lang, "mgsm")
 
 
 def split_frequencies(cfgs: Sequence[BabelConfig], model: nn.Module, tokenizer: PreTrainedTokenizerBase,

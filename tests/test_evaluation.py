@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from babel_utils import data, evaluation, metrics
+from babel_utils import data, metrics
 from babel_utils.adapters import d_ff, n_layers
 from babel_utils.config import BabelConfig
 from babel_utils import scoring, tasks

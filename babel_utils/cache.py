@@ -9,32 +9,22 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from . import results
-from .config import BabelConfig
+from .config import BabelConfig, section_fields
 from .paths import stage_cache_dir
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_MODEL = ("model", "dtype")
-_TEXT = ("text_source", "text_dataset", "text_dataset_config", "text_split", "text_column",
-         "text_files", "calib_articles", "heldout_articles", "heldout_fraction", "token_budget", "seq_len")
-_SPLIT = ("model", "n_experts", "split_method", "cluster_matrix", "kmeans_iters", "kmeans_swap_rounds", "seed")
-_RECORD = _MODEL + _TEXT + _SPLIT + ("score", "normalize", "selection", "top_fraction",
-                                      "bootstrap_block")
-
-# The parameters each stage's results depend on; nothing else enters its cache key.
-STAGE_FIELDS: dict[str, tuple[str, ...]] = {
-    "split": _SPLIT,
-    "split_compare": _SPLIT,
-    "record": _RECORD,
-    "analysis": _RECORD + ("languages", "high_freq_threshold", "kl_smoothing", "n_permutations",
-                           "n_bootstrap", "expert_grid"),
-    # the offline tuning's instructions come from the bundled UDHR whatever text_source says
-    "tuning": _MODEL + ("calib_articles", "heldout_articles", "tuned_model", "seed", "languages", "tuning_steps",
-                        "tuning_lr", "tuning_batch", "tuning_max_tokens", "tuning_params", "tuning_rank"),
-    "pruning": _RECORD + ("languages", "prune_ratios", "prune_layer_mode", "random_seeds",
-                          "dynamic_top_k", "high_freq_threshold"),
-    # "eval": keyed by each task's own fields (tasks.Task.config_fields) plus the mask, labels and language
+# The config sections (config.SECTIONS) each stage's results depend on: their fields, and nothing else, key
+# its cache. Evaluations are keyed by their task's sections (tasks.Task.reads) plus the mask, labels and language.
+RECORDING: tuple[str, ...] = ("model", "text", "calibration", "scoring", "record")  # what one pass over a text shares
+STAGE_READS: dict[str, tuple[str, ...]] = {
+    "split": ("model", "split", "seed"),
+    "split_compare": ("model", "split", "seed"),
+    "record": RECORDING + ("split", "seed"),
+    # the offline tuning's instructions come from the bundled UDHR whatever the text section says
+    "tuning": ("model", "languages", "calibration", "heldout", "seed", "tuning"),
+    "pruning": RECORDING + ("split", "seed", "languages", "high_frequency", "pruning"),
 }
 
 
@@ -71,13 +61,13 @@ def check_provenance(folder: Path, cfg: BabelConfig, name: str) -> None:
 
 
 def stage_params(cfg: BabelConfig, stage: str, fields: tuple[str, ...] | None = None, **extra: Any) -> dict[str, Any]:
-    """The parameters that key a stage's cache: its config fields (STAGE_FIELDS, or `fields` for a stage
-    whose results say themselves what they depend on, as evaluations do) plus any extra keys."""
-    if fields is None and stage not in STAGE_FIELDS:
-        raise ValueError(f"Unknown stage {stage!r}; known stages: {', '.join(STAGE_FIELDS)}.")
+    """The parameters that key a stage's cache: the fields of the sections it reads (STAGE_READS; or `fields`
+    for a stage whose results say themselves what they depend on, as evaluations do) plus any extra keys."""
+    if fields is None and stage not in STAGE_READS:
+        raise ValueError(f"Unknown stage {stage!r}; known stages: {', '.join(STAGE_READS)}.")
     full = cfg.to_dict()
-    params = {k: full[k] for k in (STAGE_FIELDS[stage] if fields is None else fields)}
-    params.update({k: v for k, v in extra.items()})
+    params = {k: full[k] for k in (section_fields(*STAGE_READS[stage]) if fields is None else fields)}
+    params.update(extra)
     return params
 
 

@@ -26,64 +26,150 @@ CHOICES: dict[str, tuple[Any, ...]] = {
 }
 
 
-@dataclass(frozen=True)
-class BabelConfig:
-    """Every parameter of a run, with the defaults of SPEC.md."""
+# The parameters come in sections, each a frozen dataclass named for what it decides. A cached stage's key is
+# the fields of the sections it reads (cache.STAGE_READS), an evaluation task's those of its sections
+# (tasks.Task.reads), and a notebook's own knobs the fields of its sections (NOTEBOOK_SECTIONS): a new field
+# lands in one section and every key and parameters cell that should see it does.
 
-    # --- run and model ---
+
+@dataclass(frozen=True)
+class RunParams:
+    """What names the run and where it computes; no result depends on it."""
+
     run_name: str = "default"
-    model: str = "gemma-3-270m"  # built-in offline name, hub id or local directory
-    tuned_model: str = ""  # instruction-tuned variant for 06 ("" = make one offline)
-    dtype: str = "float32"
     device: str = "auto"  # "auto" = cuda if present, else cpu
     device_map: str = ""  # "auto" spreads a model too large for one GPU (accelerate)
-    batch_size: int = 8
-    seq_len: int = 256  # tokens per packed sequence
 
-    # --- text (SPEC 3, issue 2 section 3) ---
+
+@dataclass(frozen=True)
+class ModelParams:
+    """The model studied and the precision it computes in."""
+
+    model: str = "gemma-3-270m"  # built-in offline name, hub id or local directory
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class BatchingParams:
+    """Rows per forward pass (the padding of an evaluation batch depends on it)."""
+
+    batch_size: int = 8
+
+
+@dataclass(frozen=True)
+class LanguageParams:
+    """The languages of the run."""
+
     languages: tuple[str, ...] = PAPER_LANGUAGES  # codes and groups (all, paper, family:X, ...), resolved to codes
+
+
+@dataclass(frozen=True)
+class TextParams:
+    """Where the text comes from and how it is packed (SPEC 3, issue 2 section 3)."""
+
     text_source: str = "udhr"
     text_dataset: str = ""  # hub id or local path, for text_source="hf"
     text_dataset_config: str = ""  # may contain {lang}
     text_split: str = "train"
     text_column: str = "text"
     text_files: Mapping[str, str] = field(default_factory=dict)  # lang -> path, text_source="files"
-    calib_articles: tuple[int, int] = (1, 20)  # UDHR articles for the activation statistics
-    heldout_articles: tuple[int, int] = (21, 30)  # UDHR articles for evaluation
     heldout_fraction: float = 0.2  # share of a non-UDHR text held out for evaluation
-    token_budget: int = 0  # calibration tokens per language; 0 = the smallest language's count
+    seq_len: int = 256  # tokens per packed sequence
 
-    # --- experts (SPEC 2, notebook 01) ---
+
+@dataclass(frozen=True)
+class CalibrationParams:
+    """The text the activation statistics are computed on."""
+
+    calib_articles: tuple[int, int] = (1, 20)  # UDHR articles for the activation statistics
+
+
+@dataclass(frozen=True)
+class HeldoutParams:
+    """The text evaluations (and the tuning's held-out loss) are computed on."""
+
+    heldout_articles: tuple[int, int] = (21, 30)  # UDHR articles for evaluation
+
+
+@dataclass(frozen=True)
+class SeedParams:
+    """The seed of the split's k-means and of the offline tuning."""
+
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    """How each FFN is split into experts (SPEC 2, notebook 01)."""
+
     n_experts: int = 256
     split_method: str = "kmeans"
     cluster_matrix: str = "up"
     kmeans_iters: int = 20
     kmeans_swap_rounds: int = 1000  # budget of the exact swap refinement; it stops earlier at a local optimum
-    seed: int = 0
-    compare_layers: str = "shallow,middle,deep"  # 01: layers of the race against k-means-constrained; "" skips it
-    compare_swap_budgets: tuple[int, ...] = (4,)  # 01: swap budgets raced beside kmeans_swap_rounds
 
-    # --- recording (SPEC 3, notebook 02) ---
+
+@dataclass(frozen=True)
+class SplitRaceParams:
+    """01's race of our balanced k-means against k-means-constrained."""
+
+    compare_layers: str = "shallow,middle,deep"  # layers of the race; "" skips it
+    compare_swap_budgets: tuple[int, ...] = (4,)  # swap budgets raced beside kmeans_swap_rounds
+
+
+@dataclass(frozen=True)
+class ScoringParams:
+    """How an expert's activation is scored, by the recording and by dynamic top-k pruning."""
+
     score: str = "abs"
+
+
+@dataclass(frozen=True)
+class RecordParams:
+    """Which experts a token selects and over how much text they are counted (SPEC 3, notebook 02)."""
+
+    token_budget: int = 0  # calibration tokens per language; 0 = the smallest language's count
     normalize: str = "zscore"
     selection: str = "cross_layer"
     top_fraction: float = 0.10
     bootstrap_block: int = 32  # tokens per block of the per-block counts used for bootstraps; 0 = none
 
-    # --- analyses (SPEC 4, notebooks 03-06) ---
+
+@dataclass(frozen=True)
+class HighFrequencyParams:
+    """What counts as a high-frequency expert (notebooks 04 and 07)."""
+
     high_freq_threshold: float = 0.05
+
+
+@dataclass(frozen=True)
+class SweepParams:
+    """04's sweep around high_freq_threshold."""
+
+    sweep_thresholds: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2)
+
+
+@dataclass(frozen=True)
+class SimilarityParams:
+    """05's language similarity: divergences, tests, dendrogram and the expert grid (SPEC 4)."""
+
     kl_smoothing: float = 1e-6
     n_permutations: int = 10000
     n_bootstrap: int = 200
-    sweep_thresholds: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2)  # 04: the sweep around high_freq_threshold
-    similarity_metric: str = "pearson"  # 05: metric of the dendrogram, the tests and the grid (similarity.METRICS)
-    linkage_method: str = "average"  # 05: hierarchical clustering (scipy's linkage method)
-    alpha: float = 0.05  # 05: significance level of the sentences
     expert_grid: tuple[int, ...] = (64, 128, 256, 512)
     # swap budget of the grid's other granularities (the run's own n_experts keeps kmeans_swap_rounds):
     # 4 rounds leave the objective ~2-3 % short of the local optimum at a third of the time (BENCHMARKS.md)
     expert_grid_swap_rounds: int = 4
-    # offline instruction tuning of 06 when tuned_model is "" (babel_utils/tuning.py)
+    similarity_metric: str = "pearson"  # metric of the dendrogram, the tests and the grid (similarity.METRICS)
+    linkage_method: str = "average"  # hierarchical clustering (scipy's linkage method)
+    alpha: float = 0.05  # significance level of the sentences
+
+
+@dataclass(frozen=True)
+class TuningParams:
+    """06's instruction-tuned model: named, or made offline (babel_utils/tuning.py)."""
+
+    tuned_model: str = ""  # instruction-tuned variant for 06 ("" = make one offline)
     tuning_steps: int = 30  # AdamW steps
     tuning_lr: float = 1e-3
     tuning_batch: int = 8  # instructions per step
@@ -91,31 +177,97 @@ class BabelConfig:
     tuning_params: str = "layers"  # which linear maps: layers (attention and FFN of every layer) | mlp | attention
     tuning_rank: int = 4  # LoRA rank; 0 = full fine-tune of those weights
 
-    # --- pruning and evaluation (SPEC 5, notebooks 07-08) ---
+
+@dataclass(frozen=True)
+class PruningParams:
+    """The masks of 07 (SPEC 5)."""
+
     prune_ratios: tuple[float, ...] = (0.10, 0.25, 0.50)
     prune_layer_mode: str = "global"
     random_seeds: tuple[int, ...] = (0, 1, 2)
     dynamic_top_k: int = 0  # experts kept per layer and token; 0 = n_experts * (1 - 0.25)
-    overlap_ratio: float = 0.25  # 07: ratio at which the languages' sorting masks are compared (nearest of prune_ratios)
+
+
+@dataclass(frozen=True)
+class OverlapParams:
+    """07's comparison of the languages' masks."""
+
+    overlap_ratio: float = 0.25  # ratio at which the sorting masks are compared (nearest of prune_ratios)
+
+
+@dataclass(frozen=True)
+class HeldoutEvalParams:
+    """How much held-out text 08 scores, in blocks for the paired bootstrap."""
+
     # held-out tokens per language for perplexity; small so that 08 scores every mask (~250 evaluations)
     # on 2 CPU cores in minutes (Gemma 3's 262k-token LM head costs more than its body); GPU: 65536
     eval_max_tokens: int = 64
-    eval_block_tokens: int = 8  # 08: held-out tokens per block of the paired bootstrap (the same blocks both sides)
-    eval_bootstrap: int = 1000  # 08: bootstrap resamples of every interval
-    interval_level: float = 0.95  # 08: coverage of the intervals; a finding is stated only when its interval says so
+    eval_block_tokens: int = 8  # held-out tokens per block of the paired bootstrap (the same blocks both sides)
+
+
+@dataclass(frozen=True)
+class IntervalParams:
+    """08's intervals: a finding is stated only when its interval says so."""
+
+    eval_bootstrap: int = 1000  # bootstrap resamples of every interval
+    interval_level: float = 0.95  # coverage of the intervals
+
+
+@dataclass(frozen=True)
+class MgsmParams:
+    """MGSM (SPEC 5)."""
+
     mgsm_dir: str = ""  # "" = paths.mgsm_dir(); a hub id loads the Hugging Face form
     mgsm_n: int = 4  # problems per language (0 = all 250); CPU-sized default, configs/gpu-*.yaml use 250
+    gen_max_new_tokens: int = 32  # greedy generation (stops early at a new "Question"); GPU: 256
+
+
+@dataclass(frozen=True)
+class XcsqaParams:
+    """X-CSQA (SPEC 5)."""
+
     xcsqa_dataset: str = ""  # "" = skip; "INK-USC/xcsr" or a local folder in its schema
     xcsqa_n: int = 50
-    gen_max_new_tokens: int = 32  # MGSM greedy generation (stops early at a new "Question"); GPU: 256
-    task_ratio: float = 0.25  # 08: MGSM and X-CSQA on the unpruned model and the masks of task_methods here
-    task_methods: tuple[str, ...] = ("sorting", "random")  # 08: random = its first seed; add layerwise on a GPU
-    cross_language_ratio: float = 0.25  # 08: every language's sorting mask on every language at this ratio
-    split_compare_methods: tuple[str, ...] = ("random", "contiguous")  # 08: other expert splits compared
-    split_compare_languages: tuple[str, ...] = ("en", "hi", "zh")  # 08: languages of that comparison (in languages)
+
+
+@dataclass(frozen=True)
+class ComparisonParams:
+    """Which comparisons 08 makes beyond the main one."""
+
+    task_ratio: float = 0.25  # MGSM and X-CSQA on the unpruned model and the masks of task_methods here
+    task_methods: tuple[str, ...] = ("sorting", "random")  # random = its first seed; add layerwise on a GPU
+    cross_language_ratio: float = 0.25  # every language's sorting mask on every language at this ratio
+    split_compare_methods: tuple[str, ...] = ("random", "contiguous")  # other expert splits compared
+    split_compare_languages: tuple[str, ...] = ("en", "hi", "zh")  # languages of that comparison (in languages)
     split_compare_ratio: float = 0.25
-    timing_tokens: int = 256  # 08: tokens of the timed forward passes
+
+
+@dataclass(frozen=True)
+class TimingParams:
+    """08's timed forward passes."""
+
+    timing_tokens: int = 256
     timing_repeats: int = 3
+
+
+SECTIONS: dict[str, type] = {
+    "run": RunParams, "model": ModelParams, "batching": BatchingParams, "languages": LanguageParams,
+    "text": TextParams, "calibration": CalibrationParams, "heldout": HeldoutParams, "seed": SeedParams,
+    "split": SplitParams, "split_race": SplitRaceParams, "scoring": ScoringParams, "record": RecordParams,
+    "high_frequency": HighFrequencyParams, "sweep": SweepParams, "similarity": SimilarityParams,
+    "tuning": TuningParams, "pruning": PruningParams, "overlap": OverlapParams, "heldout_eval": HeldoutEvalParams,
+    "intervals": IntervalParams, "mgsm": MgsmParams, "xcsqa": XcsqaParams, "comparisons": ComparisonParams,
+    "timing": TimingParams,
+}
+
+
+@dataclass(frozen=True)
+class BabelConfig(TimingParams, ComparisonParams, XcsqaParams, MgsmParams, IntervalParams, HeldoutEvalParams,
+                  OverlapParams, PruningParams, TuningParams, SimilarityParams, SweepParams, HighFrequencyParams,
+                  RecordParams, ScoringParams, SplitRaceParams, SplitParams, SeedParams, HeldoutParams,
+                  CalibrationParams, TextParams, LanguageParams, BatchingParams, ModelParams, RunParams):
+    """Every parameter of a run, with the defaults of SPEC.md: the union of the sections (bases listed
+    last-first because a dataclass collects its bases' fields in reverse order; `to_dict` follows SECTIONS)."""
 
     def __post_init__(self) -> None:
         _coerce_sequences(self)
@@ -126,8 +278,9 @@ class BabelConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict of every parameter."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        """Plain JSON-able dict of every parameter, section by section (the order of SECTIONS)."""
+        values = dataclasses.asdict(self)
+        return json.loads(json.dumps({name: values[name] for name in FIELD_NAMES}))
 
 
 def _coerce_sequences(cfg: BabelConfig) -> None:
@@ -228,7 +381,15 @@ def validate(cfg: BabelConfig) -> None:
             _fail("text_files", dict(cfg.text_files), f"a path for every language; missing {missing}")
 
 
-FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(BabelConfig))
+def section_fields(*sections: str) -> tuple[str, ...]:
+    """The config fields of some sections (names of SECTIONS), in their order."""
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown:
+        raise ValueError(f"Unknown config section(s) {unknown}; known: {', '.join(SECTIONS)}.")
+    return tuple(f.name for s in sections for f in fields(SECTIONS[s]))
+
+
+FIELD_NAMES: tuple[str, ...] = section_fields(*SECTIONS)
 
 
 def _check_keys(keys: Any, origin: str) -> None:
@@ -266,24 +427,20 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | l
 
 RUN_SELECTOR: tuple[str, ...] = ("run_name", "config_file", "overrides")  # first in every parameters cell
 
-# Each notebook's own knobs: its parameters cell declares the run selector and these, nothing else (a test
-# checks it). Every other field is a value of the run (model, languages, text, ...), read from its config.
-NOTEBOOK_KNOBS: dict[str, tuple[str, ...]] = {
-    "01": ("n_experts", "split_method", "cluster_matrix", "kmeans_iters", "kmeans_swap_rounds", "seed",
-           "compare_layers", "compare_swap_budgets"),
-    "02": ("token_budget", "score", "normalize", "selection", "top_fraction", "bootstrap_block"),
+# Each notebook's own knobs are the fields of its sections: its parameters cell declares the run selector and
+# these, nothing else (a test checks it). Every other field is a value of the run (model, languages, text, ...),
+# read from its config.
+NOTEBOOK_SECTIONS: dict[str, tuple[str, ...]] = {
+    "01": ("split", "seed", "split_race"),
+    "02": ("record", "scoring"),
     "03": (),
-    "04": ("sweep_thresholds",),
-    "05": ("kl_smoothing", "n_permutations", "n_bootstrap", "expert_grid", "expert_grid_swap_rounds",
-           "similarity_metric", "linkage_method", "alpha"),
-    "06": ("tuned_model", "tuning_steps", "tuning_lr", "tuning_batch", "tuning_max_tokens", "tuning_params",
-           "tuning_rank"),
-    "07": ("prune_ratios", "prune_layer_mode", "random_seeds", "dynamic_top_k", "overlap_ratio"),
-    "08": ("eval_max_tokens", "eval_block_tokens", "eval_bootstrap", "interval_level", "mgsm_dir", "mgsm_n",
-           "xcsqa_dataset", "xcsqa_n", "gen_max_new_tokens", "task_ratio", "task_methods", "cross_language_ratio",
-           "split_compare_methods", "split_compare_languages", "split_compare_ratio", "timing_tokens",
-           "timing_repeats"),
+    "04": ("sweep",),
+    "05": ("similarity",),
+    "06": ("tuning",),
+    "07": ("pruning", "overlap"),
+    "08": ("heldout_eval", "intervals", "mgsm", "xcsqa", "comparisons", "timing"),
 }
+NOTEBOOK_KNOBS: dict[str, tuple[str, ...]] = {nb: section_fields(*s) for nb, s in NOTEBOOK_SECTIONS.items()}
 
 
 def run_config_path(run_name: str) -> Path:

@@ -142,8 +142,9 @@ class ExpertCounter:
 
     def __init__(self, model: nn.Module, labels: np.ndarray, n_experts: int, score: str = "abs",
                  normalize: str = "zscore", selection: str = "cross_layer", top_fraction: float = 0.10,
-                 block: int = 32) -> None:
+                 block: int = 32, start: int = 0) -> None:
         self.model = model
+        self.start = start  # stream position of its first token: one shard of a longer stream numbers its blocks on
         self.n_layers, self.d_ff = labels.shape
         self.n_experts = n_experts
         self.score, self.normalize, self.selection, self.block = score, normalize, selection, block
@@ -195,7 +196,7 @@ class ExpertCounter:
         if self.block <= 0:
             return
         n, size = chosen.shape[0], self.counts.numel()
-        start = self.n_tokens
+        start = self.start + self.n_tokens
         block_of = (torch.arange(start, start + n, device=chosen.device) // self.block)
         first = start // self.block
         n_blocks = int(block_of[-1]) - first + 1 if n else 0

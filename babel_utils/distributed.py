@@ -85,14 +85,13 @@ def record_counts_distributed(model: nn.Module, input_ids: torch.Tensor, attenti
     rank, world = dist.get_rank(group), dist.get_world_size(group)
     rows = shard_rows(input_ids.shape[0], batch_size, rank, world)
     offset = int(count_mask[:rows.start].sum())  # counted tokens before this shard, in stream order
-    counter = ExpertCounter(model, labels, n_experts, **options)
-    counter.n_tokens = offset  # the counter's stream position: its blocks continue the global numbering
+    counter = ExpertCounter(model, labels, n_experts, start=offset, **options)
     bar = {"disable": True} if rank else {}
     for start in tqdm(range(rows.start, rows.stop, batch_size), desc=desc, unit="batch", **bar):
         stop = min(start + batch_size, rows.stop)
         counter.add_batch(input_ids[start:stop], attention_mask[start:stop], count_mask[start:stop])
     local = counter.result()
-    n_local = local.n_tokens - offset
+    n_local = local.n_tokens
 
     device = _comm_device(group)
     totals = torch.cat([counter.counts.reshape(-1), torch.tensor([n_local], device=counter.counts.device)])

@@ -12,7 +12,7 @@ from transformers import PreTrainedTokenizerBase
 
 from . import cache, clustering, data, evaluation, methods, pruning, results, tasks
 from .adapters import d_ff, n_layers
-from .config import BabelConfig
+from .config import BabelConfig, section_fields
 from .counting import LanguageCounts, record_counts_many
 from .experts import ExpertSplit
 from .intervals import Blocks
@@ -63,8 +63,7 @@ def record_language_splits(cfgs: Sequence[BabelConfig], model: nn.Module, tokeni
 
 def _check_same_recording(cfgs: Sequence[BabelConfig]) -> None:
     """Configs recorded in one pass must agree on everything but the split (same model, text and scoring)."""
-    split_only = set(cache.STAGE_FIELDS["split"]) - {"model"}
-    fields = [f for f in cache.STAGE_FIELDS["record"] if f not in split_only]
+    fields = section_fields(*cache.RECORDING)
     for c in cfgs[1:]:
         differ = [f for f in fields if getattr(c, f) != getattr(cfgs[0], f)]
         if differ:
@@ -171,7 +170,7 @@ def pruning_masks(cfg: BabelConfig, F_by_lang: dict[str, np.ndarray],
 def _eval_key(spec: pruning.MaskSpec, labels: np.ndarray, lang: str, task: str) -> dict:
     """Extra cache keys of one evaluation: the task and the config fields it depends on, the mask (name,
     hash, target), the labels and the evaluated language."""
-    return {"part": task, "fields": tasks.check_task(task).config_fields, "mask": spec.name,
+    return {"part": task, "fields": section_fields(*tasks.check_task(task).reads), "mask": spec.name,
             "mask_hash": array_hash(np.asarray(spec.mask, dtype=bool)), "target": spec.language,
             "labels": array_hash(np.asarray(labels, dtype=np.int64)), "language": lang}
 

@@ -305,24 +305,21 @@ class Task:
     run: Callable[..., list[Any]]  # (cfg, model, tokenizer, evaluated language of each variant, select) -> results
     summarise: Callable[[Any], dict[str, float]]  # one cached result -> its metrics (names in metrics.METRICS)
     has_language: Callable[[BabelConfig, str], bool]
-    config_fields: tuple[str, ...]  # what a result depends on besides the mask, labels and language: its cache key
+    reads: tuple[str, ...]  # config sections a result depends on besides the mask, labels and language: its key
     languages_share_batches: bool = False  # variants of different languages in one batch (generation)
 
 
 # Every task's result depends on the model, the batch layout and the score of dynamic top-k; the mask, the
 # labels and the evaluated language enter the key beside these (stages._eval_key). So changing, say,
 # top_fraction recomputes only the masks that changed, never the unpruned model's evaluation.
-_MODEL_FIELDS = ("model", "dtype", "batch_size", "score")
-_HELDOUT_FIELDS = ("text_source", "text_dataset", "text_dataset_config", "text_split", "text_column", "text_files",
-                   "heldout_articles", "heldout_fraction", "seq_len", "eval_max_tokens", "eval_block_tokens")
+_MODEL = ("model", "batching", "scoring")
 
 TASKS: dict[str, Task] = {t.name: t for t in (
-    Task("heldout", _heldout, _summarise_heldout, lambda cfg, lang: True, _MODEL_FIELDS + _HELDOUT_FIELDS),
+    Task("heldout", _heldout, _summarise_heldout, lambda cfg, lang: True, _MODEL + ("text", "heldout", "heldout_eval")),
     Task("mgsm", _mgsm, _summarise_mgsm, lambda cfg, lang: lang in _mgsm_languages(cfg.mgsm_dir),
-         _MODEL_FIELDS + ("mgsm_dir", "mgsm_n", "gen_max_new_tokens"), languages_share_batches=True),
+         _MODEL + ("mgsm",), languages_share_batches=True),
     Task("xcsqa", _xcsqa, _summarise_xcsqa,
-         lambda cfg, lang: bool(cfg.xcsqa_dataset) and xcsqa_has(cfg.xcsqa_dataset, lang),
-         _MODEL_FIELDS + ("xcsqa_dataset", "xcsqa_n")),
+         lambda cfg, lang: bool(cfg.xcsqa_dataset) and xcsqa_has(cfg.xcsqa_dataset, lang), _MODEL + ("xcsqa",)),
 )}
 
 

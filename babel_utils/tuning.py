@@ -20,7 +20,7 @@ the loss computes logits only at the positions that predict a target token: the 
 states at those positions go through the output embedding (with the final logit soft-capping of
 the model's config when it has one, as in Gemma 2).
 
-Storage, by the parameters of the "tuning" stage (cache.STAGE_FIELDS): the stage cache
+Storage, by the parameters of the "tuning" stage (cache.STAGE_READS): the stage cache
 `cache.stage_dir(cfg, "tuning")` holds `adapter.safetensors` (LoRA; `model/` from save_pretrained
 for a full fine-tune), `history.parquet` (loss per step) and `meta.json` (written last, in a
 folder renamed when complete). Tuning Gemma 3 270M takes several minutes of a small CPU, so the

@@ -86,3 +86,39 @@ def test_an_upstream_result_made_with_other_parameters_stops_a_downstream_read(t
     with caplog.at_level("WARNING"):
         cache.check_provenance(tmp_path, made.replace(top_fraction=0.2), "frequencies")
     assert "records no parameters" in caplog.text
+
+
+def test_every_field_lies_in_exactly_one_section_and_the_config_is_their_union():
+    from dataclasses import fields
+
+    from babel_utils.config import FIELD_NAMES, SECTIONS
+
+    names = [f.name for section in SECTIONS.values() for f in fields(section)]
+    assert len(names) == len(set(names))
+    assert sorted(names) == sorted(f.name for f in fields(BabelConfig)) == sorted(FIELD_NAMES)
+    assert list(BabelConfig().to_dict()) == list(FIELD_NAMES)  # section by section
+
+
+def test_stage_keys_are_the_fields_of_the_sections_each_stage_reads():
+    from babel_utils.config import section_fields
+
+    cfg = BabelConfig()
+    for stage, sections in cache.STAGE_READS.items():
+        assert set(cache.stage_params(cfg, stage)) == set(section_fields(*sections)), stage
+    # a field of a read section changes the key; one of a section the stage does not read does not
+    assert cache.stage_key(cfg, "split") != cache.stage_key(cfg.replace(dtype="bfloat16"), "split")
+    assert cache.stage_key(cfg, "record") != cache.stage_key(cfg.replace(text_column="body"), "record")
+    assert cache.stage_key(cfg, "record") == cache.stage_key(cfg.replace(heldout_articles=(25, 30)), "record")
+    assert cache.stage_key(cfg, "tuning") == cache.stage_key(cfg.replace(top_fraction=0.3), "tuning")
+    assert cache.stage_key(cfg, "pruning") != cache.stage_key(cfg.replace(high_freq_threshold=0.1), "pruning")
+    assert cache.stage_key(cfg, "pruning") == cache.stage_key(cfg.replace(overlap_ratio=0.5), "pruning")
+    with pytest.raises(ValueError, match="Unknown config section"):
+        cache.section_fields("nope")
+
+
+def test_a_notebook_knob_is_a_field_of_one_of_its_sections():
+    from babel_utils.config import NOTEBOOK_KNOBS, NOTEBOOK_SECTIONS, section_fields
+
+    assert NOTEBOOK_KNOBS["02"] == section_fields("record", "scoring")
+    owned = [s for sections in NOTEBOOK_SECTIONS.values() for s in sections]
+    assert len(owned) == len(set(owned))  # a section belongs to at most one notebook

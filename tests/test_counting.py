@@ -216,3 +216,26 @@ def test_counter_state_round_trips_resumes_and_merges_like_one_pass(tiny):
     odd.add_batch(ids[:1, :9], am[:1, :9], mask[:1, :9])  # ends inside a block: a merge cannot be exact
     with pytest.raises(ValueError, match="ends inside a block"):
         odd.merge(later)
+
+
+def test_a_counter_started_inside_a_stream_numbers_its_blocks_on(tiny):
+    """`start` (a distributed shard's stream position): a counter over the later rows of a stream counts only
+    its own tokens, and its blocks are the stream's blocks from the one its first token falls in."""
+    model, _ = tiny
+    torch.manual_seed(1)
+    ids = torch.randint(3, 200, (3, 12))
+    am = torch.ones_like(ids)
+    mask = am.bool()
+    labels = balanced_labels(4, 256, N_EXPERTS)
+    whole = ExpertCounter(model, labels, N_EXPERTS, top_fraction=0.2, block=5)
+    whole.add_batch(ids, am, mask)
+    tail = ExpertCounter(model, labels, N_EXPERTS, top_fraction=0.2, block=5, start=12)
+    tail.add_batch(ids[1:], am[1:], mask[1:])
+    want, got = whole.result(), tail.result()
+    assert got.n_tokens == 24 and got.block_tokens.tolist() == [3, 5, 5, 5, 5, 1]  # stream blocks 2..7
+    head = ExpertCounter(model, labels, N_EXPERTS, top_fraction=0.2, block=5)
+    head.add_batch(ids[:1], am[:1], mask[:1])
+    # the stream's block 2 is split between the two counters; every later block is the tail's alone
+    np.testing.assert_array_equal(got.block_counts[1:], want.block_counts[3:])
+    np.testing.assert_array_equal(head.result().block_counts[2] + got.block_counts[0], want.block_counts[2])
+    np.testing.assert_array_equal(head.result().counts + got.counts, want.counts)

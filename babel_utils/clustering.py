@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .adapters import n_layers, projections
+from .adapters import ffn_weights, n_layers
 from .kmeans import MAX_BITS, balanced_kmeans, balanced_kmeans_batch, check_divisible, exact_bits, quantize_rows
 from .progress import tqdm
 
@@ -67,18 +67,21 @@ def contiguous_split(n_rows: int, n_clusters: int) -> torch.Tensor:
 
 
 def cluster_matrix(model: nn.Module, layer: int, which: str = "up") -> torch.Tensor:
-    """The rows clustered for one layer: up_proj rows, gate_proj rows, or both (each L2-normalised) side by side."""
-    gate, up, _ = projections(model, layer)
+    """The rows clustered for one layer: rows of the first matrix ("up": up_proj, or fc1 of a plain FFN),
+    of the gate, or both (each L2-normalised) side by side."""
+    w = ffn_weights(model, layer)
+    if which not in MATRICES:
+        raise ValueError(f"Unknown cluster matrix {which!r}; allowed: {', '.join(MATRICES)}.")
+    if which != "up" and w.gate is None:
+        raise ValueError(f"cluster_matrix={which!r} needs a gated FFN, and this {model.config.model_type} model's "
+                         "FFN is plain (fc2(act(fc1 x))): use cluster_matrix='up' (the rows of fc1).")
     if which == "up":
-        return up.weight.detach()
+        return w.up.detach()
     if which == "gate":
-        return gate.weight.detach()
-    if which == "gate+up":
-        # each half made a unit row exactly (quantize_rows), so the joint rows do not depend on the kernels
-        scale = 2.0 ** -MAX_BITS
-        return torch.cat([quantize_rows(gate.weight, MAX_BITS)[0] * scale,
-                          quantize_rows(up.weight, MAX_BITS)[0] * scale], dim=1)
-    raise ValueError(f"Unknown cluster matrix {which!r}; allowed: {', '.join(MATRICES)}.")
+        return w.gate.detach()
+    # each half made a unit row exactly (quantize_rows), so the joint rows do not depend on the kernels
+    scale = 2.0 ** -MAX_BITS
+    return torch.cat([quantize_rows(w.gate, MAX_BITS)[0] * scale, quantize_rows(w.up, MAX_BITS)[0] * scale], dim=1)
 
 
 def _sync(device: torch.device) -> None:

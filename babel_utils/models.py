@@ -18,7 +18,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .adapters import ADAPTERS, get_adapter, unsupported
+from .adapters import ADAPTERS, ffn_width_of, get_adapter, unsupported
 from .paths import model_cache_dir
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ BUILTIN_MODELS: dict[str, GGUFModel] = {
     ),
 }
 
-TINY_MODELS = ("tiny-llama", "tiny-gemma3")
+TINY_MODELS = ("tiny-llama", "tiny-gemma3", "tiny-gpt-neox")  # gated, gated, plain FFN
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -179,6 +179,13 @@ def tiny_model(name: str, seed: int = 0) -> PreTrainedModel:
         from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
         return Gemma3ForCausalLM(Gemma3TextConfig(**common, sliding_window=64))
+    if name == "tiny-gpt-neox":  # a plain FFN with biases (Pythia's layout): fc2(gelu(fc1 x + b1)) + b2
+        from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+        sizes = {k: common[k] for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                        "num_attention_heads", "max_position_embeddings", "bos_token_id",
+                                        "eos_token_id", "pad_token_id", "tie_word_embeddings")}
+        return GPTNeoXForCausalLM(GPTNeoXConfig(**sizes))
     raise ValueError(f"Unknown tiny model {name!r}; tiny models: {', '.join(TINY_MODELS)}.")
 
 
@@ -215,8 +222,7 @@ def ffn_width(name: str) -> int:
     config = _from_pretrained(AutoConfig, name, source)
     if config.model_type not in ADAPTERS:
         raise ValueError(unsupported(config.model_type, name))
-    config = getattr(config, "text_config", config)
-    return int(config.intermediate_size)
+    return ffn_width_of(config)
 
 
 def load_model(name: str, dtype: str = "float32", device: str = "auto", device_map: str = "",

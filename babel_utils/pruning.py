@@ -13,8 +13,8 @@ Mask builders (every tie is broken by a stable sort on (frequency, layer, expert
 Rounding is half-up (2.5 -> 3) after rounding away floating-point noise (0.1 * 2560 = 256.00000000000003).
 
 Applying a mask: `apply_mask` zeroes the pruned experts' neurons in h (the input of down_proj) with
-hooks; `physically_prune` returns a copy whose gate/up rows and down columns of pruned experts are
-gone (the same function, computed faster); `dynamic_topk` keeps the top-k experts per token.
+hooks; `physically_prune` returns a copy whose neurons of pruned experts (rows of the first matrix and
+the gate, columns of the second) are gone (the same function, computed faster); `dynamic_topk` keeps the top-k experts per token.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import shutil
+import tempfile
 import statistics
 import time
 from contextlib import contextmanager
@@ -34,7 +36,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .adapters import down_projs, get_adapter, mlps, n_layers, projections
+from .adapters import config_of_text, down_projs, get_adapter, layer_width, mlps, n_layers, neuron_parts
 from .counting import expert_scores, real_device, top_mask
 from .experts import ExpertSplit
 from .frequencies import layer_shares
@@ -374,43 +376,60 @@ def dynamic_topk(model: nn.Module, labels: np.ndarray, k: int, score: str = "abs
         yield
 
 
-def _sliced_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
-    """A new nn.Linear holding only rows (dim 0) or input columns (dim 1) `index` of `linear`."""
-    weight = linear.weight.detach().index_select(dim, index.to(linear.weight.device))
-    out_f, in_f = weight.shape
-    new = torch.nn.utils.skip_init(nn.Linear, in_f, out_f, bias=linear.bias is not None,
-                                   device=weight.device, dtype=weight.dtype)
+def _sliced(module: nn.Module, index: torch.Tensor, dim: int, transposed: bool) -> nn.Module:
+    """A new linear map (nn.Linear, or GPT-2's Conv1D when `transposed`) holding only output rows (dim 0) or
+    input columns (dim 1) `index` of `module`; the bias follows the rows (a column slice keeps it whole)."""
+    stored_dim = 1 - dim if transposed else dim
+    weight = module.weight.detach().index_select(stored_dim, index.to(module.weight.device))
+    out_f, in_f = weight.shape[::-1] if transposed else weight.shape
+    if transposed:
+        from transformers.pytorch_utils import Conv1D
+
+        new = Conv1D(out_f, in_f).to(device=weight.device, dtype=weight.dtype)
+    else:
+        new = torch.nn.utils.skip_init(nn.Linear, in_f, out_f, bias=module.bias is not None,
+                                       device=weight.device, dtype=weight.dtype)
     new.weight.data.copy_(weight)
-    if linear.bias is not None:
-        bias = linear.bias.detach()
+    if module.bias is not None:
+        bias = module.bias.detach()
         new.bias.data.copy_(bias.index_select(0, index.to(bias.device)) if dim == 0 else bias)
-    new.requires_grad_(linear.weight.requires_grad)
+    new.requires_grad_(module.weight.requires_grad)
     return new
 
 
-def physically_prune(model: nn.Module, labels: np.ndarray, mask: np.ndarray) -> nn.Module:
-    """A copy of the model whose FFNs hold only the kept experts' neurons (gate/up rows, down columns).
+def _keep_neurons(model: nn.Module, layer: int, index: torch.Tensor) -> None:
+    """Replace one layer's FFN matrices by their slices holding neurons `index` (adapters.neuron_parts)."""
+    adapter, mlp = get_adapter(model), mlps(model)[layer]
+    for name, dim, positions in neuron_parts(model, layer, index):
+        setattr(mlp, name, _sliced(getattr(mlp, name), positions, dim, adapter.transposed))
+    if hasattr(mlp, "intermediate_size"):
+        mlp.intermediate_size = len(index)
 
-    Per-layer widths may differ (global or layer-wise masks). `config.intermediate_size` is updated
-    only when every layer keeps the same width; otherwise it is left as it was and the widths are in
-    `config.pruned_intermediate_sizes` (such a model is not reloadable by from_pretrained).
+
+def _set_widths(model: nn.Module, widths: Sequence[int]) -> None:
+    """Record per-layer FFN widths in the config; its width key too when every layer agrees."""
+    model.config.pruned_intermediate_sizes = [int(w) for w in widths]
+    key = get_adapter(model).width
+    if len(set(widths)) == 1 and key:
+        setattr(config_of_text(model.config), key, int(widths[0]))
+
+
+def physically_prune(model: nn.Module, labels: np.ndarray, mask: np.ndarray) -> nn.Module:
+    """A copy of the model whose FFNs hold only the kept experts' neurons (rows of the first matrix and of the
+    gate, columns of the second; the second matrix's bias stays: it is the layer's, not an expert's).
+
+    Per-layer widths may differ (global or layer-wise masks). The config's width key (its adapter row's) is
+    updated only when every layer keeps the same width; the widths are in `config.pruned_intermediate_sizes`
+    (with differing widths such a model is not reloadable by from_pretrained: use `load_pruned`).
     """
     labels = _check_labels(model, labels, mask)
     pruned = copy.deepcopy(model)
-    adapter = get_adapter(pruned)
     widths = []
-    for layer, mlp in enumerate(mlps(pruned)):
-        gate, up, down = projections(pruned, layer)
+    for layer in range(n_layers(pruned)):
         index = torch.as_tensor(np.flatnonzero(neuron_keep(mask, labels, layer)), dtype=torch.long)
-        setattr(mlp, adapter.gate, _sliced_linear(gate, index, 0))
-        setattr(mlp, adapter.up, _sliced_linear(up, index, 0))
-        setattr(mlp, adapter.down, _sliced_linear(down, index, 1))
-        if hasattr(mlp, "intermediate_size"):
-            mlp.intermediate_size = len(index)
+        _keep_neurons(pruned, layer, index)
         widths.append(len(index))
-    pruned.config.pruned_intermediate_sizes = widths
-    if len(set(widths)) == 1:
-        pruned.config.intermediate_size = widths[0]
+    _set_widths(pruned, widths)
     log.info("Physically pruned FFN widths: %s", widths if len(set(widths)) > 1 else f"{widths[0]} in every layer")
     return pruned
 
@@ -418,38 +437,44 @@ def physically_prune(model: nn.Module, labels: np.ndarray, mask: np.ndarray) -> 
 # --------------------------------------------------------------------------- exporting and timing pruned models
 
 
+PRUNED_WEIGHTS = "model.safetensors"
+
+
 def save_pruned(model: nn.Module, folder: str | Path, tokenizer: object | None = None) -> Path:
-    """Export a physically pruned model (from `physically_prune`): safetensors weights and a config.json
-    whose `pruned_intermediate_sizes` lists every layer's FFN width; `load_pruned` reads it back."""
+    """Export a physically pruned model (from `physically_prune`): its state dict as safetensors (under the
+    module names, shared tensors once) and a config.json whose `pruned_intermediate_sizes` lists every layer's
+    FFN width; `load_pruned` reads it back. Written to a temporary folder and renamed when complete."""
+    from safetensors.torch import save_model
+
     folder = Path(folder)
     if getattr(model.config, "pruned_intermediate_sizes", None) is None:
-        model.config.pruned_intermediate_sizes = [projections(model, i)[1].out_features
-                                                  for i in range(n_layers(model))]
-    model.save_pretrained(folder)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(folder)
+        model.config.pruned_intermediate_sizes = [layer_width(model, i) for i in range(n_layers(model))]
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        model.config.save_pretrained(tmp)
+        save_model(model, str(tmp / PRUNED_WEIGHTS))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return folder
 
 
 def _resize_ffns(model: nn.Module, widths: Sequence[int]) -> None:
-    """Replace every layer's gate/up/down by uninitialised linears of the given FFN widths."""
-    adapter = get_adapter(model)
-    for layer, (mlp, width) in enumerate(zip(mlps(model), widths)):
-        gate, up, down = projections(model, layer)
-        for name, old, shape in ((adapter.gate, gate, (width, gate.in_features)),
-                                 (adapter.up, up, (width, up.in_features)),
-                                 (adapter.down, down, (down.out_features, width))):
-            new = torch.nn.utils.skip_init(nn.Linear, shape[1], shape[0], bias=old.bias is not None,
-                                           device=old.weight.device, dtype=old.weight.dtype)
-            setattr(mlp, name, new)
-        if hasattr(mlp, "intermediate_size"):
-            mlp.intermediate_size = int(width)
+    """Cut every layer's FFN to the given width (its first neurons): the shapes `load_pruned` fills."""
+    for layer, width in enumerate(widths):
+        _keep_neurons(model, layer, torch.arange(int(width)))
 
 
 def load_pruned(folder: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu") -> nn.Module:
     """Load a model exported by `save_pruned` (per-layer FFN widths may differ, which from_pretrained
     cannot read): the architecture from config.json, each FFN resized, then the safetensors weights."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load_model
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.initialization import no_init_weights
 
@@ -462,17 +487,16 @@ def load_pruned(folder: str | Path, dtype: torch.dtype = torch.float32, device: 
     with no_init_weights():
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     _resize_ffns(model, widths)
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"No .safetensors weights in {folder}.")
-    state = {}
-    for file in files:
-        state.update(load_file(file))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    model.tie_weights()
-    tied = {"lm_head.weight"}
-    if unexpected or set(missing) - tied:
-        raise ValueError(f"The weights in {folder} do not fit its config: missing {sorted(set(missing) - tied)[:5]}, "
+    weights = folder / PRUNED_WEIGHTS
+    if not weights.exists():
+        raise FileNotFoundError(f"No {PRUNED_WEIGHTS} in {folder} (export with babel_utils.pruning.save_pruned).")
+    model.tie_weights()  # before loading: a tied pair is stored once, under either name
+    missing, unexpected = load_model(model, str(weights), strict=False)
+    state = model.state_dict()
+    loaded = {state[k].data_ptr() for k in state if k not in missing}
+    missing = [k for k in missing if state[k].data_ptr() not in loaded]  # a tied tensor is stored once
+    if missing or unexpected:
+        raise ValueError(f"The weights in {folder} do not fit its config: missing {sorted(missing)[:5]}, "
                          f"unexpected {sorted(unexpected)[:5]}.")
     return model.to(device).eval().requires_grad_(False)
 

@@ -50,7 +50,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from . import cache, data, models, results
-from .adapters import body, d_ff, get_adapter, layers, n_layers, output_logits
+from .adapters import body, d_ff, ffn_linear_names, get_adapter, layers, n_layers, output_logits
 from .config import BabelConfig
 from .languages import get_language
 from .paths import RESOURCES_DIR
@@ -235,17 +235,19 @@ def target_linears(model: PreTrainedModel, which: str) -> dict[str, nn.Linear]:
     decoder layer ("layers"), only the FFNs ("mlp") or only the attention blocks ("attention")."""
     if which not in TUNING_PARAMS:
         raise ValueError(f"Unknown tuning_params {which!r}; allowed: {', '.join(TUNING_PARAMS)}.")
-    mlp_name = get_adapter(model).mlp
+    ffn, attention = ffn_linear_names(model), get_adapter(model).attention + "."
     chosen = {}
     for i, layer in enumerate(layers(model)):
         for name, module in layer.named_modules():
             if not isinstance(module, nn.Linear):
                 continue
-            if which == "layers" or (which == "mlp" and name.startswith(mlp_name + ".")) or \
-                    (which == "attention" and name.startswith("self_attn.")):
+            if which == "layers" or (which == "mlp" and name in ffn) or \
+                    (which == "attention" and name.startswith(attention)):
                 chosen[f"layers.{i}.{name}"] = module
     if not chosen:
-        raise ValueError(f"tuning_params={which!r} selects no linear map of this {model.config.model_type} model.")
+        raise ValueError(f"tuning_params={which!r} selects no linear map (nn.Linear) of this "
+                         f"{model.config.model_type} model (GPT-2 keeps its maps in Conv1D modules, which the "
+                         "offline tuning does not adapt): name an instruction-tuned model in tuned_model instead.")
     return chosen
 
 

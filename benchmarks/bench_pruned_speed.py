@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig, PretrainedConfig
 
-from babel_utils.adapters import body, d_ff, mlps, n_layers, projections
+from babel_utils.adapters import body, d_ff, layer_width, mlps, n_layers
 from babel_utils.models import resolve_device, resolve_dtype
 from babel_utils.pruning import apply_mask, physically_prune, pruned_share, sorting_mask
 
@@ -178,7 +178,7 @@ def max_difference(model: nn.Module, pruned: nn.Module, labels: np.ndarray, mask
 def report(args: argparse.Namespace, model: nn.Module, pruned: nn.Module, mask: np.ndarray,
            times: dict[str, float], diff: float, device: torch.device, dtype: torch.dtype) -> None:
     """Print the setup and the measured figures."""
-    widths = [projections(pruned, i)[1].out_features for i in range(n_layers(pruned))]
+    widths = [layer_width(pruned, i) for i in range(n_layers(pruned))]
     share = pruned_share(mask)
     what = ("model body (embeddings + decoder layers, no LM head)" if args.target == "body"
             else "full causal LM (LM head included)")

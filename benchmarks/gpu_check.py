@@ -552,7 +552,7 @@ def part_split(table: Table, s: Setup) -> None:
               notes="the sum of split_model's own per-batch timings (balanced_kmeans_batch only)")
     table.add(2, "split: mean objective", float(layers["objective"].mean()),
               notes=f"mean cosine to the centroid; random balanced split {layers['objective_random'].mean():.4f}")
-    x = adapters.projections(model, 0)[1].weight.detach().float().cpu()
+    x = adapters.ffn_weights(model, 0).up.detach().float().cpu()
     start = time.perf_counter()
     cpu = kmeans.balanced_kmeans(x, n_experts, iters=iters, seed=seed, cpu_threads=s.args.cpu_threads or None)
     cpu_seconds = time.perf_counter() - start

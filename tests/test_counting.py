@@ -29,8 +29,10 @@ TEXTS = ["All human beings are born free and equal in dignity and rights.",
 def reference_counts(model, input_ids, attention_mask, count, labels, k, score="abs", selection="cross_layer"):
     """Plain reference: keep every activation, then score, z-score, select and count with loops."""
     acts = {}
-    handles = [down.register_forward_pre_hook(lambda m, a, i=i: acts.__setitem__(i, a[0].detach().clone()))
-               for i, down in enumerate(down_projs(model))]
+    # h as [batch, tokens, d_ff] (OPT's FFN sees the tokens flattened)
+    handles = [down.register_forward_pre_hook(
+        lambda m, a, i=i: acts.__setitem__(i, a[0].detach().clone().reshape(*input_ids.shape, -1)))
+        for i, down in enumerate(down_projs(model))]
     with torch.no_grad():
         model(input_ids=input_ids, attention_mask=attention_mask)
     for h in handles:

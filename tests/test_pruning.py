@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from babel_utils.adapters import d_ff, down_projs, n_layers, projections
+from babel_utils.adapters import d_ff, down_projs, layer_width, n_layers
 from babel_utils.config import BabelConfig
 from babel_utils.counting import expert_scores
 from babel_utils.hooks import ffn_input_hooks
@@ -173,9 +173,9 @@ def test_physically_pruned_equals_masked_logits(tiny, mode):
         sliced_model = physically_prune(model, labels, mask)
         sliced = sliced_model(**enc).logits
     torch.testing.assert_close(sliced, masked, rtol=1e-4, atol=1e-4)
-    widths = [projections(sliced_model, i)[1].out_features for i in range(n_layers(model))]
+    widths = [layer_width(sliced_model, i) for i in range(n_layers(model))]
     assert widths == [int(mask[i].sum()) * (d_ff(model) // n_experts) for i in range(n_layers(model))]
-    assert projections(model, 0)[1].out_features == d_ff(model) == 256  # the original is untouched
+    assert layer_width(model, 0) == d_ff(model) == 256  # the original is untouched
     expected = widths[0] if len(set(widths)) == 1 else 256  # updated only when every layer agrees
     assert sliced_model.config.intermediate_size == expected
     assert sliced_model.config.pruned_intermediate_sizes == widths
@@ -259,7 +259,7 @@ def test_exported_pruned_model_reloads_with_uneven_widths(tiny, tmp_path):
     enc = _inputs(tokenizer)
     with torch.no_grad():
         assert torch.equal(loaded(**enc).logits, sliced(**enc).logits)
-    assert [projections(loaded, i)[0].out_features for i in range(n_layers(loaded))] == \
+    assert [layer_width(loaded, i) for i in range(n_layers(loaded))] == \
         sliced.config.pruned_intermediate_sizes
     with pytest.raises(ValueError, match="pruned_intermediate_sizes"):
         model.save_pretrained(tmp_path / "dense")

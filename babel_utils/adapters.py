@@ -4,7 +4,9 @@ An FFN is described by its parts: the first matrix (or matrices), the activation
 layouts (`kind`):
 - "gated": y = down(act(gate x) * up x) (Llama, Gemma, Qwen, ...);
 - "fused": the same with gate and up stacked in one matrix `up` (Phi-3's gate_up_proj: gate rows first);
-- "plain": y = down(act(up x + b_up)) + b_down (BLOOM, GPT-2, OPT, XGLM, Pythia), `up` being fc1.
+- "plain": y = down(act(up x + b_up)) + b_down (BLOOM, GPT-2, OPT, XGLM, Pythia), `up` being fc1;
+- "native": a mixture of experts with its own router (Mixtral, Qwen-MoE, OLMoE, GPT-OSS): the experts are the
+  model's, chosen per token by the router's top-k (babel_utils/native.py records and prunes them).
 In every layout the input of the second matrix, h, holds one value per neuron: the recording scores it,
 the masks zero it, and a neuron is row i of the first matrix (and of the gate) with column i of the second.
 The second matrix's bias belongs to the layer, not to an expert: the MoE view adds it once, pruning keeps it.
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-GATED, FUSED, PLAIN = "gated", "fused", "plain"
+GATED, FUSED, PLAIN, NATIVE = "gated", "fused", "plain", "native"
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,10 @@ class FFNAdapter:
     width: str = "intermediate_size"  # config key of the FFN width ("" or unset: width_factor x hidden size)
     width_factor: int = 4
     text_config: str = ""  # attribute of the config holding the language model's (a multimodal model's)
+    router: str = ""  # native: attribute of the MoE block holding the router (returns logits, scores, indices)
+    experts: str = "experts"  # native: attribute holding the experts' stacked weights [E, ...]
+    shared: str = ""  # native: attribute of an always-on shared expert (Qwen2-MoE), not prunable
+    routing: str = ""  # native: the router's rule (native.ROUTING), proved against the router in the tests
     logit_scale: str = ""  # config field the logits are multiplied by (Cohere)
     logit_divisor: str = ""  # config field the logits are divided by (Granite)
     softcap: str = ""  # config field of the final logit soft-capping tanh(z / c) * c (Gemma 2; unset = none)
@@ -85,6 +91,14 @@ ADAPTERS: dict[str, FFNAdapter] = {
                        transposed=True, attention="attn", width="n_inner"),
     "gpt_neox": FFNAdapter(body="gpt_neox", layers="layers", mlp="mlp", kind=PLAIN, up="dense_h_to_4h",
                            down="dense_4h_to_h", act="act", attention="attention"),
+    "mixtral": FFNAdapter(body="model", layers="layers", mlp="mlp", kind=NATIVE, router="gate",
+                          routing="softmax_topk_renorm"),
+    "qwen2_moe": FFNAdapter(body="model", layers="layers", mlp="mlp", kind=NATIVE, router="gate",
+                            shared="shared_expert", routing="softmax_topk"),
+    "qwen3_moe": FFNAdapter(body="model", layers="layers", mlp="mlp", kind=NATIVE, router="gate", routing="softmax_topk"),
+    "olmoe": FFNAdapter(body="model", layers="layers", mlp="mlp", kind=NATIVE, router="gate", routing="softmax_topk"),
+    "gpt_oss": FFNAdapter(body="model", layers="layers", mlp="mlp", kind=NATIVE, router="router",
+                          routing="topk_softmax"),
     "opt": FFNAdapter(body="model", layers="decoder.layers", mlp="", flat_tokens=True, **_FC),
     "xglm": FFNAdapter(body="model", layers="layers", mlp="", **_FC),
 }
@@ -157,9 +171,19 @@ def layers(model: nn.Module) -> list[nn.Module]:
     return list(_get(body(model), adapter.layers))
 
 
+def dense_adapter(model: nn.Module) -> FFNAdapter:
+    """The adapter of a model whose experts are split from dense FFNs, or an error for a native MoE."""
+    adapter = get_adapter(model)
+    if adapter.kind == NATIVE:
+        raise ValueError(f"{model.config.model_type} is a native mixture of experts: its experts are the model's "
+                         "own, routed per token (babel_utils.native records and prunes them), not split from a "
+                         "dense FFN. The notebook pipeline does not run on native MoE models yet.")
+    return adapter
+
+
 def mlps(model: nn.Module) -> list[nn.Module]:
     """The module holding each layer's FFN parts (the FFN module, or the layer itself for OPT and XGLM)."""
-    adapter = get_adapter(model)
+    adapter = dense_adapter(model)
     return [getattr(layer, adapter.mlp) if adapter.mlp else layer for layer in layers(model)]
 
 

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.pytorch_utils import Conv1D
 
 from . import cache, data, models, results
 from .adapters import body, d_ff, ffn_linear_names, get_adapter, layers, n_layers, output_logits
@@ -230,25 +231,29 @@ def evaluation_rows(encoded: Encoded, n: int = EVAL_EXAMPLES) -> Encoded:
     return encoded.rows(index)
 
 
-def target_linears(model: PreTrainedModel, which: str) -> dict[str, nn.Linear]:
-    """The linear maps that tuning touches, by name ("layers.3.mlp.up_proj"): every linear map of every
-    decoder layer ("layers"), only the FFNs ("mlp") or only the attention blocks ("attention")."""
+def target_linears(model: PreTrainedModel, which: str) -> dict[str, nn.Module]:
+    """The linear maps that tuning touches, by name ("layers.3.mlp.up_proj"): every linear map (nn.Linear, or
+    GPT-2's Conv1D) of every decoder layer ("layers"), only the FFNs ("mlp") or only the attention ("attention")."""
     if which not in TUNING_PARAMS:
         raise ValueError(f"Unknown tuning_params {which!r}; allowed: {', '.join(TUNING_PARAMS)}.")
     ffn, attention = ffn_linear_names(model), get_adapter(model).attention + "."
     chosen = {}
     for i, layer in enumerate(layers(model)):
         for name, module in layer.named_modules():
-            if not isinstance(module, nn.Linear):
+            if not isinstance(module, (nn.Linear, Conv1D)):
                 continue
             if which == "layers" or (which == "mlp" and name in ffn) or \
                     (which == "attention" and name.startswith(attention)):
                 chosen[f"layers.{i}.{name}"] = module
     if not chosen:
-        raise ValueError(f"tuning_params={which!r} selects no linear map (nn.Linear) of this "
-                         f"{model.config.model_type} model (GPT-2 keeps its maps in Conv1D modules, which the "
-                         "offline tuning does not adapt): name an instruction-tuned model in tuned_model instead.")
+        raise ValueError(f"tuning_params={which!r} selects no linear map of this {model.config.model_type} model.")
     return chosen
+
+
+def out_in(linear: nn.Module) -> tuple[int, int]:
+    """(output, input) width of a linear map: nn.Linear's weight is [out, in], GPT-2's Conv1D's [in, out]."""
+    w = linear.weight
+    return (w.shape[1], w.shape[0]) if isinstance(linear, Conv1D) else (w.shape[0], w.shape[1])
 
 
 class LoRA:
@@ -263,10 +268,10 @@ class LoRA:
         self.linears, self.rank, self.scale = linears, rank, scale
         self.A, self.B = {}, {}
         for name, lin in linears.items():
-            w = lin.weight
-            a = torch.randn(rank, lin.in_features, generator=gen) / math.sqrt(lin.in_features)
+            w, (n_out, n_in) = lin.weight, out_in(lin)
+            a = torch.randn(rank, n_in, generator=gen) / math.sqrt(n_in)
             self.A[name] = nn.Parameter(a.to(w.device, w.dtype))
-            self.B[name] = nn.Parameter(torch.zeros(lin.out_features, rank, device=w.device, dtype=w.dtype))
+            self.B[name] = nn.Parameter(torch.zeros(n_out, rank, device=w.device, dtype=w.dtype))
         self._handles: list = []
 
     def parameters(self) -> list[nn.Parameter]:
@@ -300,12 +305,13 @@ def merge_adapter(model: PreTrainedModel, adapter: dict[str, torch.Tensor], scal
         raise ValueError(f"The adapter names linear maps this model does not have, e.g. {unknown[:3]}.")
     with torch.no_grad():
         for name in names:
-            w = linears[name].weight
+            w, (n_out, n_in) = linears[name].weight, out_in(linears[name])
             A, B = adapter[f"{name}.lora_A"], adapter[f"{name}.lora_B"]
-            if B.shape[0] != w.shape[0] or A.shape[1] != w.shape[1]:
+            if B.shape[0] != n_out or A.shape[1] != n_in:
                 raise ValueError(f"Adapter {name} has shape {tuple(B.shape)} x {tuple(A.shape)}; the model's "
-                                 f"weight is {tuple(w.shape)}: the adapter belongs to another model.")
-            w += (scale * (B.double() @ A.double())).to(w.dtype).to(w.device)
+                                 f"map is {n_out} x {n_in}: the adapter belongs to another model.")
+            delta = scale * (B.double() @ A.double())  # [out, in]
+            w += (delta.T if isinstance(linears[name], Conv1D) else delta).to(w.dtype).to(w.device)
 
 
 def batch_order(n_examples: int, steps: int, batch_size: int, seed: int) -> list[np.ndarray]:

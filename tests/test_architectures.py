@@ -12,7 +12,7 @@ from conftest import balanced_labels
 from test_counting import reference_counts
 
 from babel_utils import scoring
-from babel_utils.adapters import ADAPTERS, d_ff, down_projs, first_module, mlps, n_layers
+from babel_utils.adapters import ADAPTERS, NATIVE, d_ff, down_projs, first_module, mlps, n_layers
 from babel_utils.counting import n_selected, record_counts
 from babel_utils.moe import moe_view
 from babel_utils.pruning import apply_mask, apply_row_masks, load_pruned, physically_prune, save_pruned
@@ -69,7 +69,7 @@ def tiny_of(model_type: str) -> torch.nn.Module:
     return transformers.AutoModelForCausalLM.from_config(config).eval()
 
 
-@pytest.mark.parametrize("model_type", sorted(ADAPTERS))
+@pytest.mark.parametrize("model_type", sorted(t for t, a in ADAPTERS.items() if a.kind != NATIVE))  # natives: test_native
 def test_every_row_of_the_table_counts_scores_views_and_prunes_like_the_model(model_type, tmp_path):
     model = tiny_of(model_type)
     assert model.config.model_type == model_type

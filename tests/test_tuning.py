@@ -158,3 +158,28 @@ def test_committed_adapters_match_the_default_config():
     assert (tuning.committed_dir(cfg) / "meta.json").exists(), (
         f"resources/tuning holds {committed} but not the default config's key {tuning.committed_dir(cfg).name}; "
         "rerun `python -m babel_utils.tuning configs/default.yaml`.")
+
+
+def test_lora_on_conv1d_maps_merges_like_the_hooked_model():
+    """GPT-2 keeps its linear maps in Conv1D modules (weights [in, out]): the adapters fit and merge there too."""
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=300, n_embd=32, n_layer=2, n_head=4, n_inner=64, n_positions=64)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    linears = tuning.target_linears(model, "layers")
+    assert len(linears) == 2 * 4  # c_attn, c_proj of the attention; c_fc, c_proj of the FFN
+    assert sorted(tuning.target_linears(model, "mlp")) == ["layers.0.mlp.c_fc", "layers.0.mlp.c_proj",
+                                                          "layers.1.mlp.c_fc", "layers.1.mlp.c_proj"]
+    lora = tuning.LoRA(linears, rank=2, seed=0)
+    with torch.no_grad():
+        for p in lora.parameters():
+            p.normal_(0, 0.05)
+    ids = torch.randint(3, 300, (2, 10))
+    lora.attach()
+    with torch.no_grad():
+        hooked = model(ids).logits
+    lora.detach()
+    tuning.merge_adapter(model, lora.state_dict(), lora.scale)
+    with torch.no_grad():
+        assert torch.allclose(hooked, model(ids).logits, atol=1e-4)

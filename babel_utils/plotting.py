@@ -442,6 +442,29 @@ def per_layer_curve_plot(curve: pd.DataFrame) -> Figure:
     return fig
 
 
+def recovery_plot(per_layer: pd.DataFrame, whole: pd.DataFrame, alpha: float = 0.05) -> Figure:
+    """Per layer: how well the tree recovers each grouping (ARI), filled where p < alpha, with the permutation
+    null's mean dashed and the whole tree's ARI at the right."""
+    fig, ax = plt.subplots(figsize=(8.0, 4.0), constrained_layout=True)
+    for i, (grouping, part) in enumerate(per_layer.groupby("grouping", sort=False)):
+        colour = f"C{i}"
+        ax.plot(part["layer"], part["ari"], color=colour, lw=1.2, label=grouping)
+        sig = part["p_value"] < alpha
+        ax.plot(part.loc[sig, "layer"], part.loc[sig, "ari"], "o", color=colour, ms=5)
+        ax.plot(part.loc[~sig, "layer"], part.loc[~sig, "ari"], "o", mfc="white", color=colour, ms=5)
+        ax.plot(part["layer"], part["null_mean"], ls="--", lw=0.8, color=colour, alpha=0.6)
+        ari = whole.set_index("grouping")["ari"].get(grouping, np.nan)
+        if np.isfinite(ari):
+            ax.annotate(f"all layers {ari:.2f}", (1.01, ari), xycoords=("axes fraction", "data"), color=colour,
+                        fontsize=8, va="center")
+    ax.axhline(0.0, color="0.6", lw=0.6)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="layer", ylabel="adjusted Rand index (1 = the groups exactly)",
+           title=f"Does the activation tree recover the groups? (filled: p < {alpha:g}; dashed: permuted labels)")
+    ax.legend(frameon=False, loc="upper left")
+    return fig
+
+
 def pair_interval_plot(pairs: pd.DataFrame, metric: str) -> Figure:
     """Pair distances with their bootstrap 95 % intervals, coloured by the languages' relation."""
     label = "1 − Pearson r" if metric == "pearson" else METRIC_LABELS.get(metric, metric)

@@ -187,6 +187,14 @@ def test_recording_several_splits_caches_each_and_passes_over_the_text_once(tiny
                                       labels[:1] * 2, "en", 120)
 
 
+def _random_stream(seed: int, rows: int, cols: int):
+    """Random token rows (every token counted) and balanced labels for the tiny model."""
+    torch.manual_seed(seed)
+    ids = torch.randint(3, 200, (rows, cols))
+    am = torch.ones_like(ids)
+    return ids, am, am.bool(), balanced_labels(4, 256, N_EXPERTS)
+
+
 def test_counter_state_round_trips_resumes_and_merges_like_one_pass(tiny):
     """ExpertCounter's protocol (state_dict / load_state_dict / merge, after baukit's running statistics):
     counting half the rows, saving, resuming in a fresh counter and counting the rest equals one counter
@@ -194,11 +202,7 @@ def test_counter_state_round_trips_resumes_and_merges_like_one_pass(tiny):
     from babel_utils.counting import ExpertCounter, LanguageCounts
 
     model, _ = tiny
-    torch.manual_seed(0)
-    ids = torch.randint(3, 200, (4, 16))
-    am = torch.ones_like(ids)
-    mask = am.bool()
-    labels = balanced_labels(4, 256, N_EXPERTS)
+    ids, am, mask, labels = _random_stream(0, 4, 16)
     options = dict(top_fraction=0.2, block=16)
     whole = ExpertCounter(model, labels, N_EXPERTS, **options)
     whole.add_batch(ids, am, mask)
@@ -224,11 +228,7 @@ def test_a_counter_started_inside_a_stream_numbers_its_blocks_on(tiny):
     """`start` (a distributed shard's stream position): a counter over the later rows of a stream counts only
     its own tokens, and its blocks are the stream's blocks from the one its first token falls in."""
     model, _ = tiny
-    torch.manual_seed(1)
-    ids = torch.randint(3, 200, (3, 12))
-    am = torch.ones_like(ids)
-    mask = am.bool()
-    labels = balanced_labels(4, 256, N_EXPERTS)
+    ids, am, mask, labels = _random_stream(1, 3, 12)
     whole = ExpertCounter(model, labels, N_EXPERTS, top_fraction=0.2, block=5)
     whole.add_batch(ids, am, mask)
     tail = ExpertCounter(model, labels, N_EXPERTS, top_fraction=0.2, block=5, start=12)

@@ -79,23 +79,26 @@ def test_only_the_chosen_weights_move(rank):
         tuning.check_tuning_config(cfg.replace(tuning_rank=-1))
 
 
-def test_lora_merge_equals_the_hooked_model():
-    model, tok = _model()
-    linears = tuning.target_linears(model, "layers")
-    assert len(linears) == 4 * 7  # q, k, v, o, gate, up, down in 4 layers
-    lora = tuning.LoRA(linears, rank=3, seed=0)
+def _assert_merge_equals_hooked(model, linears, ids, rank):
+    """Random LoRA weights on `linears`: the hooked model's logits equal those after merging them into W."""
+    lora = tuning.LoRA(linears, rank=rank, seed=0)
     with torch.no_grad():
         for p in lora.parameters():
             p.normal_(0, 0.05)
-    ids = torch.randint(3, 200, (2, 12))
     lora.attach()
     with torch.no_grad():
         hooked = model(ids).logits
     lora.detach()
     tuning.merge_adapter(model, lora.state_dict(), lora.scale)
     with torch.no_grad():
-        merged = model(ids).logits
-    assert torch.allclose(hooked, merged, atol=1e-4)
+        assert torch.allclose(hooked, model(ids).logits, atol=1e-4)
+
+
+def test_lora_merge_equals_the_hooked_model():
+    model, tok = _model()
+    linears = tuning.target_linears(model, "layers")
+    assert len(linears) == 4 * 7  # q, k, v, o, gate, up, down in 4 layers
+    _assert_merge_equals_hooked(model, linears, torch.randint(3, 200, (2, 12)), rank=3)
     with pytest.raises(ValueError, match="does not have"):
         tuning.merge_adapter(model, {"layers.9.mlp.up_proj.lora_A": torch.zeros(1, 64),
                                      "layers.9.mlp.up_proj.lora_B": torch.zeros(256, 1)}, 1.0)
@@ -171,15 +174,4 @@ def test_lora_on_conv1d_maps_merges_like_the_hooked_model():
     assert len(linears) == 2 * 4  # c_attn, c_proj of the attention; c_fc, c_proj of the FFN
     assert sorted(tuning.target_linears(model, "mlp")) == ["layers.0.mlp.c_fc", "layers.0.mlp.c_proj",
                                                           "layers.1.mlp.c_fc", "layers.1.mlp.c_proj"]
-    lora = tuning.LoRA(linears, rank=2, seed=0)
-    with torch.no_grad():
-        for p in lora.parameters():
-            p.normal_(0, 0.05)
-    ids = torch.randint(3, 300, (2, 10))
-    lora.attach()
-    with torch.no_grad():
-        hooked = model(ids).logits
-    lora.detach()
-    tuning.merge_adapter(model, lora.state_dict(), lora.scale)
-    with torch.no_grad():
-        assert torch.allclose(hooked, model(ids).logits, atol=1e-4)
+    _assert_merge_equals_hooked(model, linears, torch.randint(3, 300, (2, 10)), rank=2)

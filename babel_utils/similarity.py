@@ -17,13 +17,13 @@ import pandas as pd
 from scipy.cluster import hierarchy
 from scipy.spatial.distance import squareform
 
-from .config import BabelConfig
+from .config import CHOICES, BabelConfig
 from .languages import LANGUAGES, language_name
 
 log = logging.getLogger(__name__)
 
 KL_SMOOTHING: float = BabelConfig.kl_smoothing  # SPEC 4: added to every frequency before normalising
-METRICS: tuple[str, ...] = ("euclidean", "kl", "kl_symmetric", "pearson")
+METRICS: tuple[str, ...] = CHOICES["similarity_metric"]  # the names a config may choose
 METRIC_LABELS: dict[str, str] = {
     "euclidean": "Euclidean distance",
     "kl": "KL divergence (nats)",

@@ -315,6 +315,11 @@ def token_table(cfg: BabelConfig, tokenizer: PreTrainedTokenizerBase, budget: in
     return table
 
 
+def token_sets(cfg: BabelConfig, tokenizer: PreTrainedTokenizerBase, budget: int) -> dict[str, set[int]]:
+    """The distinct token ids of each language's calibration text under `budget` (what 02 records on)."""
+    return {lang: set(token_stream(tokenizer, calibration_texts(cfg, lang), budget)) for lang in cfg.languages}
+
+
 def calibration_batches(cfg: BabelConfig, tokenizer: PreTrainedTokenizerBase, lang: str,
                         budget: int) -> Packed:
     """The calibration text of one language, packed into `cfg.seq_len` rows, `budget` tokens."""

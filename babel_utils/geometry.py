@@ -4,7 +4,9 @@ The languages' activation distance (notebook 05's metric) is compared with dista
 - genealogy: 1 - the share of the longer genealogical path (URIEL, family first) two languages have in common;
 - geography: great-circle distance (km) between the declarations' coordinates;
 - syntax, phonology: the share of URIEL's (kNN-completed) features on which two languages differ;
-- script: 0 for the same script, 1 otherwise.
+- script: 0 for the same script, 1 otherwise;
+- vocabulary: 1 - the Jaccard overlap of the token ids the two calibration texts use (languages that share a
+  script share tokens, and the model sees tokens, not scripts).
 A Mantel test correlates the upper triangles of two distance matrices (Pearson r) and compares r with r after
 permuting the languages of one matrix (one-sided: p = share of permutations with r at least as large, the
 observed arrangement counted). A partial Mantel test correlates the residuals of both after regressing each
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -80,7 +82,16 @@ REFERENCES: dict[str, Callable[[Sequence[str]], pd.DataFrame]] = {
     "phonology": lambda langs: uriel_distance(langs, "phonology_knn"),
     "script": script_distance,
 }
-PARTIAL: tuple[tuple[str, str], ...] = (("genealogy", "script"), ("script", "genealogy"))  # (tested, controlled)
+# (tested, controlled): a pair is tested when both distances are at hand (vocabulary needs the texts' tokens)
+PARTIAL: tuple[tuple[str, str], ...] = (("genealogy", "script"), ("script", "genealogy"),
+                                        ("genealogy", "vocabulary"), ("vocabulary", "genealogy"),
+                                        ("script", "vocabulary"))
+
+
+def vocabulary_distance(token_sets: Mapping[str, set[int]]) -> pd.DataFrame:
+    """1 - |A & B| / |A | B| of the token ids two languages' texts use (Jaccard distance)."""
+    return _square(lambda a, b: 1.0 - len(token_sets[a] & token_sets[b]) / max(1, len(token_sets[a] | token_sets[b])),
+                   list(token_sets))
 
 
 @dataclass(frozen=True)
@@ -134,16 +145,20 @@ def mantel(a: pd.DataFrame, b: pd.DataFrame, n_permutations: int, seed: int = 0,
     return MantelResult(observed, float(p), n, n_permutations)
 
 
-def mantel_table(distance: pd.DataFrame, n_permutations: int, seed: int = 0) -> pd.DataFrame:
-    """The activation distance against every reference distance, and the partial tests of PARTIAL."""
+def mantel_table(distance: pd.DataFrame, n_permutations: int, seed: int = 0,
+                 token_sets: Mapping[str, set[int]] | None = None) -> pd.DataFrame:
+    """The activation distance against every reference distance (the shared vocabulary too when the texts'
+    token sets are given), and the partial tests of PARTIAL whose distances are at hand."""
     langs = list(distance.index)
     refs = {name: make(langs) for name, make in REFERENCES.items()}
+    if token_sets is not None:
+        refs["vocabulary"] = vocabulary_distance({lang: token_sets[lang] for lang in langs})
     rows = []
     for name, ref in refs.items():
         res = mantel(distance, ref, n_permutations, seed)
         rows.append({"reference": name, "controlling_for": "", "mantel_r": res.r, "p_value": res.p_value,
                      "n_languages": res.n_languages, "n_permutations": res.n_permutations})
-    for tested, controlled in PARTIAL:
+    for tested, controlled in [(t, c) for t, c in PARTIAL if t in refs and c in refs]:
         res = mantel(distance, refs[tested], n_permutations, seed, control=refs[controlled])
         rows.append({"reference": tested, "controlling_for": controlled, "mantel_r": res.r, "p_value": res.p_value,
                      "n_languages": res.n_languages, "n_permutations": res.n_permutations})

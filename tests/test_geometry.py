@@ -52,3 +52,28 @@ def test_partial_mantel_separates_genealogy_from_script():
     assert geometry.mantel(by_script, script, 2000, seed=0).p_value < 0.05
     partial = geometry.mantel(by_script, gen, 2000, seed=0, control=script)
     assert partial.p_value > 0.05  # what looks genealogical here is script alone
+
+
+def test_shared_vocabulary_is_a_reference_and_separates_from_genealogy():
+    """Token sets that overlap only within a script: a geometry made of vocabulary overlap follows vocabulary,
+    and genealogy controlled for vocabulary then shows nothing of its own."""
+    script = geometry.script_distance(LANGS)
+    rng = np.random.default_rng(2)
+    scripts = ["Latin", "Devanagari", "Arabic", "Bengali", "Han"]
+    pools = {s: set(range(1000 * i, 1000 * i + 400)) for i, s in enumerate(scripts)}  # disjoint across scripts
+    from babel_utils.languages import get_language
+
+    token_sets = {c: set(rng.choice(sorted(pools[get_language(c).script]), 300, replace=False).tolist()) for c in LANGS}
+    vocab = geometry.vocabulary_distance(token_sets)
+    assert vocab.loc["en", "fr"] < vocab.loc["en", "zh"] == 1.0 and vocab.loc["ur", "ar"] < 1.0
+    assert (np.diag(vocab.to_numpy()) == 0).all() and vocab.equals(vocab.T)
+    values = vocab.to_numpy() + 0.01 * rng.random(script.shape)
+    values = (values + values.T) / 2
+    np.fill_diagonal(values, 0.0)
+    by_vocab = pd.DataFrame(values, index=LANGS, columns=LANGS)
+    table = geometry.mantel_table(by_vocab, 2000, seed=0, token_sets=token_sets).set_index(["reference", "controlling_for"])
+    assert table.loc[("vocabulary", ""), "p_value"] < 0.05 and table.loc[("vocabulary", ""), "mantel_r"] > 0.8
+    assert table.loc[("genealogy", "vocabulary"), "p_value"] > 0.05
+    assert ("script", "vocabulary") in table.index and ("vocabulary", "genealogy") in table.index
+    without = geometry.mantel_table(by_vocab, 100, seed=0)  # no token sets: no vocabulary rows
+    assert "vocabulary" not in set(without["reference"]) | set(without["controlling_for"])

@@ -461,7 +461,7 @@ def recovery_plot(per_layer: pd.DataFrame, whole: pd.DataFrame, alpha: float = 0
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="layer", ylabel="adjusted Rand index (1 = the groups exactly)",
            title=f"Does the activation tree recover the groups? (filled: p < {alpha:g}; dashed: permuted labels)")
-    ax.legend(frameon=False, loc="upper left")
+    ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=len(whole))
     return fig
 
 

@@ -15,7 +15,7 @@ QUIET_ENV = BABEL_MODEL_CACHE=$(CURDIR)/.cache/babel/models TQDM_DISABLE=1 HF_HU
 FRESH_RUN = BABEL_RUNS_DIR=$$runs BABEL_CACHE=$$(mktemp -d) BABEL_FIGURES_DIR=$$(mktemp -d) $(QUIET_ENV)
 NBVAL = --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 1200
 
-.PHONY: setup run smoke test test-kernels test-architectures lab notebooks lock
+.PHONY: setup run smoke test test-kernels test-pipelines lab notebooks lock
 
 setup: $(STAMP)
 
@@ -46,7 +46,7 @@ test: setup
 	# one-off conversion bar must not land in nbval's outputs); then nbval, then the reproduction checks.
 	runs=$$(mktemp -d); \
 	$(QUIET_ENV) $(PY) -m babel_utils.models --dequantize gemma-3-270m > /dev/null & deq=$$!; \
-	$(FRESH_RUN) $(PY) -m pytest tests -m "not kernels and not architectures"; units=$$?; \
+	$(FRESH_RUN) $(PY) -m pytest tests -m "not kernels and not pipelines"; units=$$?; \
 	wait $$deq && test $$units -eq 0 && \
 		$(FRESH_RUN) $(PY) -m pytest $(NOTEBOOKS) $(NBVAL) && \
 		BABEL_REPRODUCE_RUN=$$runs/default $(QUIET_ENV) $(PY) -m pytest tests/reproduction
@@ -62,10 +62,10 @@ test-kernels: setup
 		env $$($(PY) -m babel_utils.machine --env $$kernels) BABEL_REPRODUCE_RUN=$$runs/default \
 		BABEL_REPRODUCE_ONLY=01,02 $(QUIET_ENV) $(PY) -m pytest tests/reproduction
 
-# The eight notebooks through papermill on tiny models of the other FFN kinds (a plain FFN with biases), in
-# fresh run folders (CI runs it after make test; every row of the architecture table is proved in make test).
-test-architectures: setup
-	runs=$$(mktemp -d); $(FRESH_RUN) $(PY) -m pytest tests/test_pipeline_architectures.py -m architectures
+# Pipelines beyond the default run, in fresh run folders (CI runs it after make test): the eight notebooks on a
+# tiny plain-FFN model (every row of the architecture table is proved in make test), 01-05 on 30 languages.
+test-pipelines: setup
+	runs=$$(mktemp -d); $(FRESH_RUN) $(PY) -m pytest tests/test_pipelines.py -m pipelines
 
 # Maintainers: re-execute the committed notebooks on the default config and store their results as the
 # reference the reproduction test compares with (notebooks/reference/default.json).

@@ -31,6 +31,11 @@ from .similarity import METRIC_LABELS, PermutationResult
 
 log = logging.getLogger(__name__)
 
+# Above this many languages the per-language views switch to ones that scale (to the UDHR's ~500): a language x
+# layer matrix ordered by family instead of a line and a legend entry per language, thin grey lines with their
+# median, the closest and farthest pairs instead of every pair, a taller tree with smaller labels.
+MANY_LANGUAGES = 12
+MANY_PAIRS = 25  # pairs shown at each end of the ranking when there are too many to show all
 FREQ_LABEL = "activation frequency (share of tokens)"
 DIFF_LABEL = "change in activation frequency (share of tokens)"
 DPI = 150
@@ -141,10 +146,20 @@ def diff_heatmap(D: np.ndarray, languages: Sequence[str],
 
 
 def _language_lines(ax, df: pd.DataFrame, y: str, **kwargs) -> None:
-    """One line per language of a tidy frame (language, layer, y), in the frame's language order."""
-    for i, (lang, part) in enumerate(df.groupby("language", sort=False)):
-        part = part.sort_values("layer")
-        ax.plot(part["layer"], part[y], color=f"C{i % 10}", label=language_name(lang), **kwargs)
+    """One line per language of a tidy frame (language, layer, y), in the frame's language order; above
+    MANY_LANGUAGES thin grey lines and their median across languages (one legend entry)."""
+    groups = list(df.groupby("language", sort=False))
+    if len(groups) > MANY_LANGUAGES:
+        for _, part in groups:
+            part = part.sort_values("layer")
+            ax.plot(part["layer"], part[y], color="0.6", lw=0.5, alpha=0.35, ls=kwargs.get("ls", "-"))
+        median = df.groupby("layer")[y].median()
+        ax.plot(median.index, median.to_numpy(), color="black", lw=1.8, ls=kwargs.get("ls", "-"),
+                label=f"median of {len(groups)} languages")
+    else:
+        for i, (lang, part) in enumerate(groups):
+            part = part.sort_values("layer")
+            ax.plot(part["layer"], part[y], color=f"C{i % 10}", label=language_name(lang), **kwargs)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
@@ -154,10 +169,66 @@ def _outside_legend(fig: Figure, ax) -> None:
     fig.legend(handles, labels, loc="outside right upper", frameon=False, fontsize="small")
 
 
+def family_order(languages: Sequence[str]) -> list[str]:
+    """The languages grouped by family, then genus, then name (unknown codes last, as given)."""
+    def key(code: str) -> tuple:
+        lang = LANGUAGES.get(code)
+        return (0, lang.family, lang.genus, lang.name) if lang else (1, "", "", code)
+    return sorted(languages, key=key)
+
+
+def _family_palette(languages: Sequence[str]) -> dict[str, tuple]:
+    """A colour per family, the largest families first (the rest share grey in big sets)."""
+    counts = pd.Series([LANGUAGES[c].family for c in languages if c in LANGUAGES]).value_counts()
+    colours = sns.color_palette("tab20", 20)
+    return {family: (colours[i] if i < 20 else (0.7, 0.7, 0.7)) for i, family in enumerate(counts.index)}
+
+
+def language_matrix(values: pd.DataFrame, title: str, cbar_label: str, cmap: str = "viridis",
+                    xlabel: str = "layer") -> Figure:
+    """A language x column matrix (rows in family order) with a family colour strip at the left and a
+    legend of the largest families: readable from 13 to 500 languages (names shown up to 80 rows)."""
+    order = family_order(list(values.index))
+    values = values.loc[order]
+    n = len(order)
+    fig, (strip, ax) = plt.subplots(1, 2, figsize=(9.5, 2.2 + min(0.22, 12.0 / n) * n), sharey=True,
+                                    gridspec_kw={"width_ratios": [0.35, 12]}, constrained_layout=True)
+    palette = _family_palette(order)
+    rgb = np.array([[palette.get(LANGUAGES[c].family, (0.7, 0.7, 0.7)) if c in LANGUAGES else (0.7, 0.7, 0.7)]
+                    for c in order])
+    strip.imshow(rgb, aspect="auto", interpolation="nearest", origin="upper")
+    strip.set_xticks([])
+    data = values.to_numpy(dtype=np.float64)
+    finite = data[np.isfinite(data)]
+    im = ax.imshow(data, aspect="auto", interpolation="nearest", origin="upper", cmap=cmap,
+                   vmin=float(finite.min()) if finite.size else 0.0, vmax=float(finite.max()) if finite.size else 1.0)
+    fig.colorbar(im, ax=ax, shrink=min(1.0, 8.0 / (2.2 + min(0.22, 12.0 / n) * n) + 0.2)).set_label(cbar_label)
+    ax.set(xlabel=xlabel, title=title)
+    ax.set_xticks(range(data.shape[1]), [str(c) for c in values.columns])
+    ax.xaxis.set_major_locator(MaxNLocator(12, integer=True))
+    if n <= 80:
+        strip.set_yticks(range(n), [language_name(c) for c in order], fontsize=6 if n > 40 else "small")
+    else:
+        strip.set_yticks([])
+        strip.set_ylabel(f"{n} languages, grouped by family and genus")
+    shown = list(palette)[:12]
+    handles = [plt.Rectangle((0, 0), 1, 1, color=palette[f]) for f in shown]
+    fig.legend(handles, [f"{f} ({sum(LANGUAGES[c].family == f for c in order if c in LANGUAGES)})" for f in shown],
+               loc="outside lower center", ncols=4, frameon=False, fontsize="small",
+               title="largest families (languages)" + ("; the others grey" if len(palette) > 20 else ""))
+    return fig
+
+
 def layer_distribution(F: np.ndarray, languages: Sequence[str]) -> Figure:
-    """Per layer and language, the mean frequency over experts (solid) and its 90th percentile (dashed)."""
+    """Per layer and language, the mean frequency over experts (solid) and its 90th percentile (dashed); above
+    MANY_LANGUAGES a language x layer profile matrix (each layer's share of the language's selections)."""
     F = np.asarray(F, dtype=np.float64)
     layers = np.arange(F.shape[1])
+    if len(languages) > MANY_LANGUAGES:
+        totals = F.sum(axis=2)
+        share = pd.DataFrame(100 * totals / totals.sum(axis=1, keepdims=True), index=list(languages), columns=layers)
+        return language_matrix(share, "Layer profile: each layer's share of a language's selected experts",
+                               "share of the language's selections (%)")
     tidy = pd.DataFrame([(lang, layer, f[layer].mean(), np.percentile(f[layer], 90))
                          for f, lang in zip(F, languages) for layer in layers],
                         columns=["language", "layer", "mean", "p90"])
@@ -230,11 +301,13 @@ def _leaf_label(code: str) -> str:
 def dendrogram_plot(linkage: np.ndarray, languages: Sequence[str], distance_label: str = "distance",
                     title: str = "Hierarchical clustering of languages") -> Figure:
     """Dendrogram with each leaf labelled by name and its family / genus / script, coloured by family."""
-    fig, ax = plt.subplots(figsize=(9.0, 0.45 * len(languages) + 1.5), constrained_layout=True)
+    many = len(languages) > MANY_LANGUAGES  # a tall tree with small labels (zoom into the PDF)
+    fig, ax = plt.subplots(figsize=(9.0, (0.16 if many else 0.45) * len(languages) + 1.5), constrained_layout=True)
     hierarchy.dendrogram(linkage, labels=[_leaf_label(c) for c in languages], orientation="left",
-                         ax=ax, color_threshold=0, above_threshold_color="0.3")
+                         ax=ax, color_threshold=0, above_threshold_color="0.3", leaf_font_size=6 if many else None)
     families = sorted({LANGUAGES[c].family for c in languages if c in LANGUAGES})
-    palette = dict(zip(families, sns.color_palette("colorblind", len(families))))
+    palette = (_family_palette(languages) if many else
+               dict(zip(families, sns.color_palette("colorblind", len(families)))))
     by_label = {_leaf_label(c): c for c in languages}
     for tick in ax.get_yticklabels():
         code = by_label.get(tick.get_text())
@@ -245,12 +318,19 @@ def dendrogram_plot(linkage: np.ndarray, languages: Sequence[str], distance_labe
 
 
 def per_layer_similarity_plot(df: pd.DataFrame) -> Figure:
-    """Per-layer pair values (from per_layer_similarity) as a pair x layer heatmap."""
+    """Per-layer pair values (from per_layer_similarity) as a pair x layer heatmap; above MANY_LANGUAGES each
+    language's mean value to the others, per layer (a language x layer matrix in family order)."""
+    metric = str(df["metric"].iloc[0]) if "metric" in df and len(df) else "value"
+    label = METRIC_LABELS.get(metric, metric)
+    languages = list(dict.fromkeys([*df["lang_a"], *df["lang_b"]]))
+    if len(languages) > MANY_LANGUAGES:
+        both = pd.concat([df.rename(columns={"lang_a": "language"}), df.rename(columns={"lang_b": "language"})])
+        mean = both.groupby(["language", "layer"])["value"].mean().unstack("layer").reindex(languages)
+        return language_matrix(mean, f"Per-layer {label}: each language's mean to the other languages",
+                               f"mean {label}")
     df = df.assign(pair=df["lang_a"] + "–" + df["lang_b"])
     pairs = list(dict.fromkeys(df["pair"]))
     wide = df.pivot(index="pair", columns="layer", values="value").reindex(pairs)
-    metric = str(df["metric"].iloc[0]) if "metric" in df and len(df) else "value"
-    label = METRIC_LABELS.get(metric, metric)
     fig, ax = plt.subplots(figsize=(7.5, 0.22 * len(pairs) + 1.8), constrained_layout=True)
     values = wide.to_numpy(dtype=np.float64)
     _imshow(ax, values, vmin=float(np.nanmin(values)), vmax=float(np.nanmax(values)), cmap="viridis",
@@ -404,10 +484,14 @@ def matrix_panels(matrices: dict[str, pd.DataFrame], title: str = "Similarity be
     ncols = min(2, n)
     nrows = math.ceil(n / ncols)
     size = len(next(iter(matrices.values())))
-    side = 1.6 + 0.45 * size
+    many = size > MANY_LANGUAGES  # languages in family order; no names beyond 40
+    side = 1.6 + 0.45 * size if not many else 7.0
     fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * (side + 1.6), nrows * side + 0.6),
                              squeeze=False, constrained_layout=True)
     for ax, (metric, df) in zip(axes.flat, matrices.items()):
+        if many:  # relatives side by side
+            order = family_order(list(df.index))
+            df = df.loc[order, order]
         values = df.to_numpy(dtype=np.float64)
         finite = values[np.isfinite(values)]
         cmap = "viridis" if metric == "pearson" else "viridis_r"
@@ -415,14 +499,17 @@ def matrix_panels(matrices: dict[str, pd.DataFrame], title: str = "Similarity be
                 title=METRIC_LABELS.get(metric, metric), cbar_label=None)
         ax.figure.colorbar(ax.images[0], ax=ax, shrink=0.85)
         ax.invert_yaxis()
-        ax.set_xticks(range(size), [language_name(c) for c in df.columns], rotation=45, ha="right",
-                      fontsize="small")
-        ax.set_yticks(range(size), [language_name(c) for c in df.index], fontsize="small")
+        if size <= 40:
+            ax.set_xticks(range(size), [language_name(c) for c in df.columns], rotation=45, ha="right",
+                          fontsize="small" if not many else 5)
+            ax.set_yticks(range(size), [language_name(c) for c in df.index], fontsize="small" if not many else 5)
+        else:
+            ax.set(xlabel=f"{size} languages", ylabel=f"{size} languages")
         if metric == "kl":
             ax.set(xlabel="Q (second argument)", ylabel="P (first argument)")
     for ax in axes.flat[n:]:
         ax.set_visible(False)
-    fig.suptitle(title + " (dark = more alike)")
+    fig.suptitle(title + " (yellow = more alike, for every metric)")
     return fig
 
 
@@ -469,6 +556,10 @@ def pair_interval_plot(pairs: pd.DataFrame, metric: str) -> Figure:
     """Pair distances with their bootstrap 95 % intervals, coloured by the languages' relation."""
     label = "1 − Pearson r" if metric == "pearson" else METRIC_LABELS.get(metric, metric)
     colours = {"same genus": "C2", "same family, other genus": "C0", "different family": "C3"}
+    n_pairs, shown = len(pairs), ""
+    if n_pairs > MANY_LANGUAGES * (MANY_LANGUAGES - 1) // 2:  # many languages: the ends of the ranking
+        pairs = pd.concat([pairs.head(MANY_PAIRS), pairs.tail(MANY_PAIRS)])
+        shown = f" ({MANY_PAIRS} closest and {MANY_PAIRS} farthest of {n_pairs} pairs)"
     fig, ax = plt.subplots(figsize=(7.5, 0.24 * len(pairs) + 1.6), constrained_layout=True)
     y = np.arange(len(pairs))[::-1]
     for rel, colour in colours.items():
@@ -482,7 +573,7 @@ def pair_interval_plot(pairs: pd.DataFrame, metric: str) -> Figure:
     names = [f"{language_name(a)}–{language_name(b)}" for a, b in zip(pairs["lang_a"], pairs["lang_b"])]
     ax.set_yticks(y, names, fontsize="x-small" if len(pairs) > 24 else "small")
     ax.set(xlabel=label, ylabel="language pair",
-           title="Distance per pair (dot) with its bootstrap 95 % interval (bar), closest at the top")
+           title="Distance per pair (dot) with its bootstrap 95 % interval (bar), closest at the top" + shown)
     ax.legend(frameon=True, fontsize="small", loc="best")
     return fig
 

@@ -8,6 +8,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from babel_utils import analysis, paths, plotting, similarity  # noqa: E402
@@ -108,3 +109,35 @@ def test_save_figure_writes_png_and_pdf(tmp_path, monkeypatch, F):
     assert plt.fignum_exists(fig.number)  # not closed: the notebook displays it
     plotting.save_figure(fig, "only_repo.png")
     assert {p.name for p in (tmp_path / "repo_figures").glob("only_repo.*")} == {"only_repo.png", "only_repo.pdf"}
+
+
+def test_views_switch_to_scalable_ones_for_many_languages():
+    """At 9 languages the per-language views stay; at 300 they become family-ordered matrices, grey lines with a
+    median, the ends of the pair ranking, a tall tree: figures of bounded size with no legend entry per language."""
+    import itertools
+
+    from babel_utils.languages import LANGUAGES
+
+    rng = np.random.default_rng(0)
+    many = [c for c in LANGUAGES][:300]
+    F = rng.random((len(many), 4, 8))
+    fig = plotting.layer_distribution(F, many)
+    assert "profile" in fig.axes[1].get_title() and fig.get_size_inches()[1] < 20
+    assert "share of the language's selections (%)" in [a.get_ylabel() for a in fig.axes]
+    small = plotting.layer_distribution(F[:9], many[:9])
+    assert len(small.legends[0].get_texts()) == 9
+    counts = analysis.expert_counts_per_layer(F, many, 0.5)
+    fig = plotting.counts_per_layer_plot(counts)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["median of 300 languages"]
+    per_layer = similarity.per_layer_similarity(F[:40], many[:40], "pearson")
+    fig = plotting.per_layer_similarity_plot(per_layer)
+    assert "each language's mean" in fig.axes[1].get_title() and fig.get_size_inches()[1] < 20
+    pairs = pd.DataFrame([(a, b, float(rng.random()), "different family") for a, b in itertools.combinations(many[:40], 2)],
+                         columns=["lang_a", "lang_b", "distance", "relation"]).sort_values("distance")
+    fig = plotting.pair_interval_plot(pairs, "pearson")
+    assert len(fig.axes[0].get_yticks()) == 2 * plotting.MANY_PAIRS and "of 780 pairs" in fig.axes[0].get_title()
+    distance = similarity.as_distance(similarity.similarity_matrix(F, many, "pearson"), "pearson")
+    linkage, _ = similarity.dendrogram_linkage(distance)
+    fig = plotting.dendrogram_plot(linkage, many)
+    assert fig.get_size_inches()[1] < 0.2 * 300 + 2
+    plt.close("all")

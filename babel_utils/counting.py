@@ -157,7 +157,11 @@ class ExpertCounter:
         self.labels = [torch.as_tensor(split.labels[i]).to(real_device(downs[i].weight.device))
                        for i in range(self.n_layers)]
         self.perms = [torch.as_tensor(split.permutation(i)).to(lab.device) for i, lab in enumerate(self.labels)]
-        self.counts = torch.zeros(self.n_layers * n_experts, dtype=torch.int64, device=self.device)
+        self._start_counting()
+
+    def _start_counting(self) -> None:
+        """Empty counts, blocks and per-layer buffers for n_layers x n_experts on self.device."""
+        self.counts = torch.zeros(self.n_layers * self.n_experts, dtype=torch.int64, device=self.device)
         self.n_tokens = 0
         self.blocks: list[torch.Tensor] = []
         self.block_tokens: list[int] = []
@@ -182,11 +186,14 @@ class ExpertCounter:
         """Before a forward: which tokens of the batch count."""
         self._mask = count_mask.reshape(-1).to(self.device)
 
+    def _chosen(self) -> torch.Tensor:
+        """The flat (layer * E + expert) ids each counted token of the batch selected, from the hooks' scores."""
+        return select(torch.stack(self._scores, dim=1), self.k, self.selection)  # scores [N, L, E]
+
     def _finish(self) -> None:
-        """After a forward: select and count from the scores the hooks left."""
-        scores = torch.stack(self._scores, dim=1)  # [N, L, E]
+        """After a forward: select and count what the hooks left."""
+        chosen = self._chosen()
         self._scores = [None] * self.n_layers
-        chosen = select(scores, self.k, self.selection)
         self.counts += torch.bincount(chosen.reshape(-1), minlength=self.counts.numel())
         self._add_blocks(chosen)
         self.n_tokens += chosen.shape[0]

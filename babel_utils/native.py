@@ -117,10 +117,10 @@ def route_masks(model: nn.Module, masks: np.ndarray) -> Iterator[Callable[[Seque
     forward with the mask of each batch row (one mask: select([0] * batch)). A pruned expert's logit is -inf
     before the router's rule, so no token is routed to it."""
     masks = np.asarray(masks, dtype=bool)
-    n_layers, n_experts = len(routers(model)), n_native_experts(model)
+    found = routers(model)
+    n_layers, n_experts, top_k = len(found), int(found[0].num_experts), int(found[0].top_k)
     if masks.ndim != 3 or masks.shape[1:] != (n_layers, n_experts):
         raise ValueError(f"Router masks must be [K, {n_layers} MoE layers, {n_experts} experts]; got {masks.shape}.")
-    top_k = int(routers(model)[0].top_k)
     if (masks.sum(-1) < top_k).any():
         raise ValueError(f"A mask keeps fewer experts in a layer than the router's top-k ({top_k}).")
     keep = torch.as_tensor(masks, device=model_device(model))
@@ -177,16 +177,11 @@ class RouterCounter(ExpertCounter):
     """Counts, token by token, the experts each router puts in its top-k (same blocks and results as
     ExpertCounter; the selection is the model's own)."""
 
-    def __init__(self, model: nn.Module, block: int = 32, start: int = 0) -> None:  # noqa: D107 (no super: no labels)
+    def __init__(self, model: nn.Module, block: int = 32, start: int = 0) -> None:  # noqa: D107 (no labels)
         self.model, self.block, self.start = model, block, start
         self.n_layers, self.n_experts = len(routers(model)), n_native_experts(model)
         self.device = model_device(model)
-        self.counts = torch.zeros(self.n_layers * self.n_experts, dtype=torch.int64, device=self.device)
-        self.n_tokens = 0
-        self.blocks: list[torch.Tensor] = []
-        self.block_tokens: list[int] = []
-        self._mask: torch.Tensor | None = None
-        self._scores: list[torch.Tensor | None] = [None] * self.n_layers
+        self._start_counting()
 
     def _route(self, layer: int, router: nn.Module, out: tuple) -> None:
         index = out[2].to(self.device)[self._mask.to(out[2].device)]  # [counted tokens, k]
@@ -203,12 +198,8 @@ class RouterCounter(ExpertCounter):
                                  use_cache=False)
             self._finish()
 
-    def _finish(self) -> None:
-        chosen = torch.cat(self._scores, dim=1)  # [N, L * k] flat (layer, expert) ids
-        self._scores = [None] * self.n_layers
-        self.counts += torch.bincount(chosen.reshape(-1), minlength=self.counts.numel())
-        self._add_blocks(chosen)
-        self.n_tokens += chosen.shape[0]
+    def _chosen(self) -> torch.Tensor:
+        return torch.cat(self._scores, dim=1)  # the routers' own choices: [N, L * k] flat (layer, expert) ids
 
 
 def record_routes(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, count_mask: torch.Tensor,

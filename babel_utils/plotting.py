@@ -191,7 +191,8 @@ def language_matrix(values: pd.DataFrame, title: str, cbar_label: str, cmap: str
     order = family_order(list(values.index))
     values = values.loc[order]
     n = len(order)
-    fig, (strip, ax) = plt.subplots(1, 2, figsize=(9.5, 2.2 + min(0.22, 12.0 / n) * n), sharey=True,
+    height = 2.2 + min(0.22, 12.0 / n) * n  # rows shrink from 0.22 in as the set grows (about 14 in at 500)
+    fig, (strip, ax) = plt.subplots(1, 2, figsize=(9.5, height), sharey=True,
                                     gridspec_kw={"width_ratios": [0.35, 12]}, constrained_layout=True)
     palette = _family_palette(order)
     rgb = np.array([[palette.get(LANGUAGES[c].family, (0.7, 0.7, 0.7)) if c in LANGUAGES else (0.7, 0.7, 0.7)]
@@ -202,7 +203,7 @@ def language_matrix(values: pd.DataFrame, title: str, cbar_label: str, cmap: str
     finite = data[np.isfinite(data)]
     im = ax.imshow(data, aspect="auto", interpolation="nearest", origin="upper", cmap=cmap,
                    vmin=float(finite.min()) if finite.size else 0.0, vmax=float(finite.max()) if finite.size else 1.0)
-    fig.colorbar(im, ax=ax, shrink=min(1.0, 8.0 / (2.2 + min(0.22, 12.0 / n) * n) + 0.2)).set_label(cbar_label)
+    fig.colorbar(im, ax=ax, shrink=min(1.0, 8.0 / height + 0.2)).set_label(cbar_label)
     ax.set(xlabel=xlabel, title=title)
     ax.set_xticks(range(data.shape[1]), [str(c) for c in values.columns])
     ax.xaxis.set_major_locator(MaxNLocator(12, integer=True))

@@ -45,6 +45,7 @@ class FFNAdapter:
     experts: str = "experts"  # native: attribute holding the experts' stacked weights [E, ...]
     shared: str = ""  # native: attribute of an always-on shared expert (Qwen2-MoE), not prunable
     routing: str = ""  # native: the router's rule (native.ROUTING), proved against the router in the tests
+    n_experts_key: str = ""  # native: the config key of the routed experts per MoE layer
     logit_scale: str = ""  # config field the logits are multiplied by (Cohere)
     logit_divisor: str = ""  # config field the logits are divided by (Granite)
     softcap: str = ""  # config field of the final logit soft-capping tanh(z / c) * c (Gemma 2; unset = none)
@@ -92,13 +93,17 @@ ADAPTERS: dict[str, FFNAdapter] = {
     "gpt_neox": FFNAdapter(body="gpt_neox", layers="layers", mlp="mlp", kind=PLAIN, up="dense_h_to_4h",
                            down="dense_4h_to_h", act="act", attention="attention"),
     "mixtral": FFNAdapter(body="model", layers="layers", mlp="mlp", kind=NATIVE, router="gate",
-                          routing="softmax_topk_renorm"),
+                          routing="softmax_topk_renorm", n_experts_key="num_local_experts"),
     "qwen2_moe": FFNAdapter(body="model", layers="layers", mlp="mlp", kind=NATIVE, router="gate",
-                            shared="shared_expert", routing="softmax_topk"),
-    "qwen3_moe": FFNAdapter(body="model", layers="layers", mlp="mlp", kind=NATIVE, router="gate", routing="softmax_topk"),
-    "olmoe": FFNAdapter(body="model", layers="layers", mlp="mlp", kind=NATIVE, router="gate", routing="softmax_topk"),
+                            shared="shared_expert", routing="softmax_topk", n_experts_key="num_experts"),
+    "qwen3_moe": FFNAdapter(body="model", layers="layers", mlp="mlp", kind=NATIVE, router="gate", routing="softmax_topk",
+                           n_experts_key="num_experts"),
+    "olmoe": FFNAdapter(body="model", layers="layers", mlp="mlp", kind=NATIVE, router="gate", routing="softmax_topk",
+                           n_experts_key="num_experts"),
     "gpt_oss": FFNAdapter(body="model", layers="layers", mlp="mlp", kind=NATIVE, router="router",
-                          routing="topk_softmax"),
+                          routing="topk_softmax", n_experts_key="num_local_experts"),
+    "deepseek_v3": FFNAdapter(body="model", layers="layers", mlp="mlp", kind=NATIVE, router="gate",
+                              shared="shared_experts", routing="sigmoid_group_topk", n_experts_key="n_routed_experts"),
     "opt": FFNAdapter(body="model", layers="decoder.layers", mlp="", flat_tokens=True, **_FC),
     "xglm": FFNAdapter(body="model", layers="layers", mlp="", **_FC),
 }
@@ -145,6 +150,22 @@ def ffn_width_of(config: object) -> int:
     adapter, text = adapter_of(getattr(config, "model_type", None)), config_of_text(config)
     width = getattr(text, adapter.width, None) if adapter.width else None
     return int(width) if width else adapter.width_factor * int(text.hidden_size)
+
+
+def check_n_experts(config: object, n_experts: int, name: str) -> None:
+    """n_experts must divide a dense model's FFN width, and equal a native mixture's routed experts per layer."""
+    adapter, text = adapter_of(getattr(config, "model_type", None)), config_of_text(config)
+    if adapter.kind == NATIVE:
+        own = int(getattr(text, adapter.n_experts_key))
+        if n_experts != own:
+            raise ValueError(f"n_experts={n_experts}, but {name} ({config.model_type}) routes among {own} experts per "
+                             f"MoE layer: set n_experts: {own} (a native model's experts are its own).")
+        return
+    width = ffn_width_of(config)
+    if width % n_experts:
+        divisors = [d for d in range(2, min(width, 1024) + 1) if width % d == 0]
+        raise ValueError(f"n_experts={n_experts} does not divide d_ff={width} of {name}; "
+                         f"choose a divisor, e.g. {', '.join(map(str, divisors[-8:]))}.")
 
 
 def output_logits(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:

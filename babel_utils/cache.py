@@ -31,6 +31,7 @@ STAGE_READS: dict[str, tuple[str, ...]] = {
 # The run results that later notebooks read, with the stage whose parameters made them and their notebook.
 UPSTREAM: dict[str, tuple[str, str]] = {
     "labels": ("split", "01_split"),
+    "expert_kind": ("split", "01_split"),
     "frequencies": ("record", "02_record"),
     "masks": ("pruning", "07_pruning"),
 }

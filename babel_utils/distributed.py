@@ -41,7 +41,8 @@ from torch import nn
 
 from . import cache, data, stages
 from .config import BabelConfig, load_config
-from .counting import ExpertCounter, LanguageCounts, record_counts
+from .counting import LanguageCounts
+from .expert_kinds import kind_of
 from .models import load_model
 from .paths import results_dir, run_dir
 from .progress import tqdm
@@ -74,18 +75,20 @@ def record_counts_distributed(model: nn.Module, input_ids: torch.Tensor, attenti
                               count_mask: torch.Tensor, labels: np.ndarray, n_experts: int,
                               batch_size: int = 8, desc: str = "record", group: Any = None,
                               **options: Any) -> LanguageCounts:
-    """`counting.record_counts` split over the processes of a torch.distributed group (module doc).
+    """`counting.record_counts` (or a native model's router counts) split over the processes of a
+    torch.distributed group (module doc).
 
     Every rank passes the same full inputs (the packing is deterministic) and gets the same, complete
     result. Without an initialised process group this is `record_counts`.
     """
+    kind = kind_of(model)
     if not is_distributed():
-        return record_counts(model, input_ids, attention_mask, count_mask, labels, n_experts,
-                             batch_size=batch_size, desc=desc, **options)
+        return kind.record(model, input_ids, attention_mask, count_mask, [(labels, n_experts)], batch_size=batch_size,
+                           desc=desc, **options)[0]
     rank, world = dist.get_rank(group), dist.get_world_size(group)
     rows = shard_rows(input_ids.shape[0], batch_size, rank, world)
     offset = int(count_mask[:rows.start].sum())  # counted tokens before this shard, in stream order
-    counter = ExpertCounter(model, labels, n_experts, start=offset, **options)
+    counter = kind.counter(model, labels, n_experts, start=offset, **options)
     bar = {"disable": True} if rank else {}
     for start in tqdm(range(rows.start, rows.stop, batch_size), desc=desc, unit="batch", **bar):
         stop = min(start + batch_size, rows.stop)

@@ -174,6 +174,15 @@ def build_masks(F_by_lang: Mapping[str, np.ndarray], levels_by_lang: Mapping[str
     return specs
 
 
+def describe_specs(specs: Sequence[MaskSpec], n_languages: int, top_k: int, n_experts: int) -> str:
+    """How many masks there are, and what the dynamic spec keeps if there is one."""
+    text = f"{len(specs)} mask specs ({len(specs) // n_languages} per language)"
+    if not any(s.method == "dynamic" for s in specs):
+        return text + "; no dynamic sparse activation (a native router already chooses its top-k per token)"
+    return (text + f"; dynamic sparse activation keeps the top {top_k} of {n_experts} experts per token and layer "
+            f"({1 - top_k / n_experts:.0%} of them off for each token)")
+
+
 def check_masks(specs: Sequence[MaskSpec], F_by_lang: Mapping[str, np.ndarray], cfg: BabelConfig) -> int:
     """Run every method's check on its masks (AssertionError naming the mask otherwise); how many were checked."""
     checked = 0

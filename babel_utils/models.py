@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedModel,
+                          PreTrainedTokenizerBase)
 
 from .adapters import ADAPTERS, ffn_width_of, get_adapter, unsupported
 from .paths import model_cache_dir
@@ -48,7 +49,7 @@ BUILTIN_MODELS: dict[str, GGUFModel] = {
     ),
 }
 
-TINY_MODELS = ("tiny-llama", "tiny-gemma3", "tiny-gpt-neox")  # gated, gated, plain FFN
+TINY_MODELS = ("tiny-llama", "tiny-gemma3", "tiny-gpt-neox", "tiny-olmoe")  # gated, gated, plain FFN, native MoE
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -186,6 +187,11 @@ def tiny_model(name: str, seed: int = 0) -> PreTrainedModel:
                                         "num_attention_heads", "max_position_embeddings", "bos_token_id",
                                         "eos_token_id", "pad_token_id", "tie_word_embeddings")}
         return GPTNeoXForCausalLM(GPTNeoXConfig(**sizes))
+    if name == "tiny-olmoe":  # a native mixture of experts (OLMoE's layout): 8 routed experts of width 32, top-2
+        from transformers import OlmoeConfig, OlmoeForCausalLM
+
+        return OlmoeForCausalLM(OlmoeConfig(**{**common, "intermediate_size": 32, "num_key_value_heads": 4},
+                                            num_experts=8, num_experts_per_tok=2))
     raise ValueError(f"Unknown tiny model {name!r}; tiny models: {', '.join(TINY_MODELS)}.")
 
 
@@ -213,16 +219,21 @@ def _from_pretrained(loader: Any, name: str, source: str, **kwargs: Any) -> Any:
                          "save_pretrained writes them).") from None
 
 
-def ffn_width(name: str) -> int:
-    """The FFN width d_ff of a model, read from its config without loading the weights."""
+def model_config(name: str) -> PretrainedConfig:
+    """The config of a model (checked to have a row in the adapter table), without loading the weights."""
     check_model_name(name)
     if name in TINY_MODELS:
-        return tiny_model(name).config.intermediate_size
+        return tiny_model(name).config
     source = str(dequantized_path(name)) if name in BUILTIN_MODELS else name
     config = _from_pretrained(AutoConfig, name, source)
     if config.model_type not in ADAPTERS:
         raise ValueError(unsupported(config.model_type, name))
-    return ffn_width_of(config)
+    return config
+
+
+def ffn_width(name: str) -> int:
+    """The FFN width d_ff of a dense model, read from its config without loading the weights."""
+    return ffn_width_of(model_config(name))
 
 
 def load_model(name: str, dtype: str = "float32", device: str = "auto", device_map: str = "",

@@ -1,4 +1,4 @@
-"""Native mixtures of experts (Mixtral, Qwen-MoE, OLMoE, GPT-OSS): the experts are the model's own.
+"""Native mixtures of experts (Mixtral, Qwen-MoE, OLMoE, GPT-OSS, DeepSeek-V3): the experts are the model's own.
 
 - Recording (`record_routes`): per language, how often each (MoE layer, expert) is among the router's top-k
   for a counted token: the model's real routing with its own k, in the same `LanguageCounts` as the split
@@ -7,7 +7,9 @@
   (ROUTING, one entry per rule, each proved equal to its router in tests/test_native.py), so it is never
   chosen and takes no probability mass; one mask per batch row. `remove_experts` takes the pruned experts
   out of the layer (router rows and stacked weights): the same function, which a test checks.
-- A shared expert (Qwen2-MoE's, always on) is not routed: it is neither counted nor pruned.
+- A shared expert (Qwen2-MoE's and DeepSeek-V3's, always on) is not routed: it is neither counted nor pruned.
+- A layer that keeps fewer experts than the router's top-k sends every token to all it keeps (the pruned ones
+  take weight 0); a mask must keep at least one expert per MoE layer.
 """
 
 from __future__ import annotations
@@ -48,10 +50,30 @@ def _topk_softmax(router: nn.Module, logits: torch.Tensor) -> Route:
     return torch.softmax(top, dim=1, dtype=top.dtype), index
 
 
+def _sigmoid_group_topk(router: nn.Module, logits: torch.Tensor) -> Route:
+    """DeepSeek-V3: sigmoid scores plus the correction bias choose the top-k within the best groups; the weights
+    are the sigmoid scores, renormalised when the router says so, times the routed scaling factor. A pruned
+    expert (logit -inf) is excluded from the choice, not only given score 0."""
+    scores = logits.sigmoid()
+    choice = (scores + router.e_score_correction_bias).masked_fill(torch.isneginf(logits), float("-inf"))
+    grouped = choice.view(-1, router.num_group, router.num_experts // router.num_group)
+    group_scores = grouped.topk(2, dim=-1)[0].sum(dim=-1)
+    groups = torch.topk(group_scores, k=router.topk_group, dim=-1, sorted=False)[1]
+    in_group = torch.zeros_like(group_scores).scatter_(1, groups, 1).bool()
+    choice = choice.masked_fill(~in_group.repeat_interleave(router.num_experts // router.num_group, dim=1),
+                                float("-inf"))
+    index = torch.topk(choice, k=router.top_k, dim=-1, sorted=False)[1]
+    weights = scores.gather(1, index)
+    if router.norm_topk_prob:
+        weights /= weights.sum(dim=-1, keepdim=True) + 1e-20
+    return weights * router.routed_scaling_factor, index
+
+
 ROUTING: dict[str, Callable[[nn.Module, torch.Tensor], Route]] = {
     "softmax_topk": _softmax_topk,
     "softmax_topk_renorm": _softmax_topk_renorm,
     "topk_softmax": _topk_softmax,
+    "sigmoid_group_topk": _sigmoid_group_topk,
 }
 
 
@@ -118,11 +140,10 @@ def route_masks(model: nn.Module, masks: np.ndarray) -> Iterator[Callable[[Seque
     before the router's rule, so no token is routed to it."""
     masks = np.asarray(masks, dtype=bool)
     found = routers(model)
-    n_layers, n_experts, top_k = len(found), int(found[0].num_experts), int(found[0].top_k)
+    n_layers, n_experts = len(found), int(found[0].num_experts)
     if masks.ndim != 3 or masks.shape[1:] != (n_layers, n_experts):
         raise ValueError(f"Router masks must be [K, {n_layers} MoE layers, {n_experts} experts]; got {masks.shape}.")
-    if (masks.sum(-1) < top_k).any():
-        raise ValueError(f"A mask keeps fewer experts in a layer than the router's top-k ({top_k}).")
+    _check_keeps_one(masks)
     keep = torch.as_tensor(masks, device=model_device(model))
     rows: dict[str, torch.Tensor] = {}
 
@@ -154,21 +175,35 @@ def route_mask(model: nn.Module, mask: np.ndarray) -> Iterator[None]:
             handle.remove()
 
 
+def _check_keeps_one(masks: np.ndarray) -> None:
+    """Every mask keeps at least one expert in every MoE layer (a layer with none has no output)."""
+    empty = np.argwhere(masks.sum(-1) == 0)
+    if len(empty):
+        raise ValueError(f"A mask prunes every expert of MoE layer {int(empty[0][-1])}; a native layer must keep at "
+                         "least one (lower the pruning ratio or the threshold).")
+
+
 def remove_experts(model: nn.Module, mask: np.ndarray) -> nn.Module:
-    """A copy without the pruned experts [L_moe, E]: their router rows and stacked weights removed per layer."""
+    """A copy without the pruned experts [L_moe, E]: their router rows (and biases) and stacked weights removed
+    per layer; a layer keeping fewer than top-k experts routes to all of them."""
     mask = np.asarray(mask, dtype=bool)
+    _check_keeps_one(mask[None])
     pruned = copy.deepcopy(model)
     adapter = get_adapter(pruned)
     for (_, block), keep in zip(moe_blocks(pruned), mask):
         index = torch.as_tensor(np.flatnonzero(keep))
         router, experts = getattr(block, adapter.router), getattr(block, adapter.experts)
-        if len(index) < router.top_k:
-            raise ValueError(f"A layer would keep {len(index)} experts, fewer than the router's top-k ({router.top_k}).")
+        if getattr(router, "num_group", 1) > 1 and not keep.all():
+            raise ValueError("This router chooses experts within groups (DeepSeek-V3's n_group > 1): removing "
+                             "experts would change the groups. Prune it by masking (route_masks), which is exact.")
         for module in (router, experts):
             for name, param in list(module.named_parameters(recurse=False)):
                 module.register_parameter(name, nn.Parameter(param.detach()[index.to(param.device)].clone(),
                                                              requires_grad=param.requires_grad))
+            for name, buffer in list(module.named_buffers(recurse=False)):
+                module.register_buffer(name, buffer[index.to(buffer.device)].clone())
             module.num_experts = len(index)
+        router.top_k = min(int(router.top_k), len(index))
     pruned.config.pruned_num_experts = [int(k.sum()) for k in mask]
     return pruned
 

@@ -84,13 +84,9 @@ def environment(values: Mapping[str, str]) -> Iterator[None]:
 
 def preflight(cfg: BabelConfig) -> None:
     """Check what can be checked before any notebook runs: model name, n_experts, text of every language."""
-    from . import data, models
+    from . import adapters, data, models
 
-    width = models.ffn_width(cfg.model)
-    if width % cfg.n_experts:
-        divisors = [d for d in range(2, min(width, 1024) + 1) if width % d == 0]
-        raise ValueError(f"n_experts={cfg.n_experts} does not divide d_ff={width} of {cfg.model}; "
-                         f"choose a divisor, e.g. {', '.join(map(str, divisors[-8:]))}.")
+    adapters.check_n_experts(models.model_config(cfg.model), cfg.n_experts, cfg.model)
     for lang in cfg.languages:
         data.calibration_texts(cfg, lang)
         data.heldout_texts(cfg, lang)

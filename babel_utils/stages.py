@@ -11,22 +11,18 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from . import cache, clustering, data, evaluation, methods, pruning, results, tasks
-from .adapters import d_ff, n_layers
+from .adapters import d_ff
 from .config import BabelConfig, section_fields
-from .counting import LanguageCounts, record_counts_many
+from .counting import LanguageCounts
+from .expert_kinds import KINDS, ExpertKind, check_kind, kind_of
 from .experts import ExpertSplit
 from .intervals import Blocks
 
 
 def split(cfg: BabelConfig, model: nn.Module) -> tuple[np.ndarray, pd.DataFrame]:
-    """Expert labels [L, d_ff] of every layer and the per-layer split table (notebook 01)."""
-    def compute() -> dict:
-        result = clustering.split_model(model, cfg.n_experts, method=cfg.split_method,
-                                        matrix=cfg.cluster_matrix, iters=cfg.kmeans_iters, seed=cfg.seed,
-                                        swap_rounds=cfg.kmeans_swap_rounds)
-        return {"labels": result.labels.astype(np.int64), "split_layers": result.layers}
-
-    stored = cache.cached(cfg, "split", compute)
+    """Expert labels [L, d_ff] of every layer and the per-layer split table (notebook 01); for a native mixture
+    the identity labels [L_moe, E] and its structure (expert_kinds)."""
+    stored = cache.cached(cfg, "split", lambda: kind_of(model).split(cfg, model))
     return stored["labels"], stored["split_layers"]
 
 
@@ -49,7 +45,7 @@ def record_language_splits(cfgs: Sequence[BabelConfig], model: nn.Module, tokeni
     if todo:
         cfg = cfgs[todo[0]]
         packed = data.calibration_batches(cfg, tokenizer, lang, budget)
-        found = record_counts_many(model, packed.input_ids, packed.attention_mask,
+        found = kind_of(model).record(model, packed.input_ids, packed.attention_mask,
                                    data.count_mask(packed, tokenizer.bos_token_id),
                                    [(labels[i], cfgs[i].n_experts) for i in todo], desc=f"record {lang}",
                                    **record_options(cfg))
@@ -81,13 +77,20 @@ def load_labels(cfg: BabelConfig, model: nn.Module, results_folder: Path) -> np.
     """The expert labels written by 01_split, checked against this model and `n_experts`."""
     labels = results.load(results_folder, "labels")
     cache.check_provenance(results_folder, cfg, "labels")
-    expected = (n_layers(model), d_ff(model))
+    expected = kind_of(model).label_shape(model)
     split = ExpertSplit(labels)
     if labels.shape != expected or split.n_experts != cfg.n_experts:
         raise ValueError(f"The labels in {results_folder} ({split.n_layers} layers x {split.d_ff} neurons, "
                          f"{split.n_experts} experts) do not fit {cfg.model} ({expected[0]} x {expected[1]}) "
                          f"with n_experts={cfg.n_experts}. Rerun 01_split with these parameters.")
     return labels
+
+
+def load_kind(cfg: BabelConfig, results_folder: Path) -> ExpertKind:
+    """The expert kind 01_split found (split or native), for notebooks that do not load the model."""
+    table = results.load(results_folder, "expert_kind")
+    cache.check_provenance(results_folder, cfg, "expert_kind")
+    return check_kind(str(table["kind"].iloc[0]))
 
 
 def load_masks(cfg: BabelConfig, results_folder: Path) -> list["pruning.MaskSpec"]:
@@ -127,8 +130,10 @@ def expert_grid_frequencies(cfg: BabelConfig, model: nn.Module, tokenizer: PreTr
     Each granularity is split and recorded like 01 and 02 with `grid_config(cfg, n)` and cached the same
     way (the run's own n_experts reuses their work); all granularities share one pass over each
     language's text. Returns the frequencies by n_experts and the grid values skipped because d_ff does
-    not divide.
+    not divide. A native mixture has one granularity, its own: nothing to compute.
     """
+    if not kind_of(model).regroups:
+        return {}, []
     width = d_ff(model)
     grid = [int(n) for n in cfg.expert_grid if width % n == 0]
     skipped = [int(n) for n in cfg.expert_grid if width % n]
@@ -149,21 +154,24 @@ def array_hash(array: np.ndarray) -> str:
     return digest.hexdigest()[:16]
 
 
-def pruning_masks(cfg: BabelConfig, F_by_lang: dict[str, np.ndarray],
-                  levels_by_lang: dict[str, np.ndarray]) -> list[pruning.MaskSpec]:
-    """Every mask of notebook 07 (threshold, sorting, layer-wise, random; one dynamic spec) per language.
+def pruning_masks(cfg: BabelConfig, F_by_lang: dict[str, np.ndarray], levels_by_lang: dict[str, np.ndarray],
+                  kind: ExpertKind = KINDS["split"]) -> list[pruning.MaskSpec]:
+    """Every mask of notebook 07 (threshold, sorting, layer-wise, random; one dynamic spec) per language, less
+    the methods the expert kind skips.
 
-    Cached by the pruning parameters and a hash of the frequencies and levels the masks were built from.
+    Cached by the pruning parameters, the methods and a hash of the frequencies and levels they were built from.
     """
     langs = list(cfg.languages)
+    names = [m for m in methods.METHODS if m not in kind.skipped_methods]
 
     def compute() -> dict:
-        return pruning.masks_to_results(methods.build_masks(F_by_lang, levels_by_lang, cfg))
+        return pruning.masks_to_results(methods.build_masks(F_by_lang, levels_by_lang, cfg, methods=names))
 
     F = np.stack([np.asarray(pruning.language_frequencies(F_by_lang, lang)) for lang in langs])
     levels = np.stack([np.asarray(levels_by_lang[lang], dtype=np.float64) for lang in langs
                        if lang in levels_by_lang]) if levels_by_lang else np.zeros(0)
-    stored = cache.cached(cfg, "pruning", compute, frequencies=array_hash(F), levels=array_hash(levels))
+    extra = {} if names == list(methods.METHODS) else {"methods": names}  # the split kind keeps its old keys
+    stored = cache.cached(cfg, "pruning", compute, frequencies=array_hash(F), levels=array_hash(levels), **extra)
     return pruning.masks_from_results(stored)
 
 
@@ -178,7 +186,7 @@ def _eval_key(spec: pruning.MaskSpec, labels: np.ndarray, lang: str, task: str) 
 def _evaluate(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase, labels: np.ndarray,
               jobs: list[tuple[pruning.MaskSpec, str]], task: str) -> list:
     """Raw results of (mask, evaluated language) jobs computed together: static masks (and the unpruned
-    model) share batches through pruning.apply_row_masks, each row under its own mask; a method with its
+    model) share batches through the expert kind's row masks, each row under its own mask; a method with its
     own hooks (dynamic top-k) runs one job at a time."""
     run = tasks.check_task(task).run
     if not all(methods.batches_with_others(spec) for spec, _ in jobs):
@@ -188,7 +196,7 @@ def _evaluate(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizer
         with methods.hooks(model, labels, spec, cfg.score):
             return run(cfg, model, tokenizer, [lang], None)
     masks = np.stack([np.asarray(spec.mask, dtype=bool) for spec, _ in jobs])
-    with pruning.apply_row_masks(model, labels, masks) as select:
+    with kind_of(model).row_masks(model, labels, masks) as select:
         return run(cfg, model, tokenizer, [lang for _, lang in jobs], select)
 
 

@@ -51,7 +51,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 from transformers.pytorch_utils import Conv1D
 
 from . import cache, data, models, results
-from .adapters import body, d_ff, ffn_linear_names, get_adapter, layers, n_layers, output_logits
+from .adapters import body, ffn_linear_names, get_adapter, layers, output_logits
 from .config import BabelConfig
 from .languages import get_language
 from .paths import RESOURCES_DIR
@@ -473,9 +473,12 @@ def write_committed(cfg: BabelConfig) -> Path:
 
 
 def check_same_layout(base_labels: np.ndarray, tuned: PreTrainedModel, name: str) -> None:
-    """The tuned model must have the base model's layers and FFN width, so that expert ids match."""
+    """The tuned model must have the base model's layers and FFN width (or routed experts), so that expert ids
+    match."""
+    from .expert_kinds import kind_of
+
     expected = base_labels.shape
-    got = (n_layers(tuned), d_ff(tuned))
+    got = kind_of(tuned).label_shape(tuned)
     if got != tuple(expected):
         raise ValueError(f"The tuned model {name} has {got[0]} layers x d_ff {got[1]} but the base model's "
                          f"labels are {expected[0]} x {expected[1]}: it is not a variant of the base model.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import subprocess
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from babel_utils import cache, data, distributed, stages
+from babel_utils import cache, data, distributed, expert_kinds, stages
 from babel_utils.config import load_config
 from babel_utils.counting import LanguageCounts, record_counts
 from babel_utils.models import load_model
@@ -174,5 +175,27 @@ def test_two_gloo_processes_count_exactly_like_one(tmp_path, tiny_llama, monkeyp
             model, packed.input_ids, packed.attention_mask, data.count_mask(packed, tokenizer.bos_token_id),
             labels, cfg.n_experts, **stages.record_options(cfg)))
         with monkeypatch.context() as patch:
-            patch.setattr(stages, "record_counts_many", no_recording)
+            patch.setitem(expert_kinds.KINDS, "split", dataclasses.replace(expert_kinds.KINDS["split"],
+                                                                           record=no_recording))
             assert_same(stages.record_language(cfg, model, tokenizer, labels, lang, budget), expected)
+
+
+def test_a_native_model_is_counted_by_its_routers_whole_or_from_a_shards_offset():
+    from babel_utils import native
+
+    model, tokenizer = load_model("tiny-olmoe", device="cpu")
+    packed = data.pack_tokens(tokenizer, [data.udhr_articles("en")[1]], 32, 100)
+    mask = data.count_mask(packed, tokenizer.bos_token_id)
+    labels = np.tile(np.arange(8), (4, 1))
+    whole = native.record_routes(model, packed.input_ids, packed.attention_mask, mask, batch_size=BATCH, block=8)
+    assert_same(distributed.record_counts_distributed(model, packed.input_ids, packed.attention_mask, mask, labels,
+                                                      8, batch_size=BATCH, block=8), whole)
+    # the counter a rank builds for its shard: counts only its rows, numbering blocks on from its offset
+    rows = slice(1, packed.input_ids.shape[0])
+    offset = int(mask[:rows.start].sum())
+    counter = expert_kinds.KINDS["native"].counter(model, labels, 8, start=offset, block=8, score="abs")
+    counter.add_batch(packed.input_ids[rows], packed.attention_mask[rows], mask[rows])
+    shard = counter.result()
+    first = native.record_routes(model, packed.input_ids[:1], packed.attention_mask[:1], mask[:1], block=8)
+    np.testing.assert_array_equal(shard.counts + first.counts, whole.counts)
+    assert shard.n_tokens + first.n_tokens == whole.n_tokens

@@ -23,13 +23,16 @@ EXPERTS: dict[str, dict] = {
     "qwen3_moe": dict(num_experts=N, num_experts_per_tok=K, moe_intermediate_size=16, norm_topk_prob=True),
     "olmoe": dict(num_experts=N, num_experts_per_tok=K),
     "gpt_oss": dict(num_local_experts=N, num_experts_per_tok=K, layer_types=["full_attention"] * 2),
+    "deepseek_v3": dict(n_routed_experts=N, num_experts_per_tok=K, moe_intermediate_size=16, n_shared_experts=1,
+                        n_group=1, topk_group=1, first_k_dense_replace=0, kv_lora_rank=16, q_lora_rank=16,
+                        qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=8, num_key_value_heads=4),
 }
 NATIVE_TYPES = sorted(t for t, a in ADAPTERS.items() if a.kind == NATIVE)
 
 
-def tiny_moe(model_type: str) -> torch.nn.Module:
+def tiny_moe(model_type: str, **extra) -> torch.nn.Module:
     torch.manual_seed(0)
-    config = transformers.AutoConfig.for_model(model_type, **BASE, **EXPERTS[model_type])
+    config = transformers.AutoConfig.for_model(model_type, **{**BASE, **EXPERTS[model_type], **extra})
     return transformers.AutoModelForCausalLM.from_config(config).eval()
 
 
@@ -51,7 +54,7 @@ def test_native_experts_are_recorded_and_pruned_like_the_model_routes_them(model
     ids = torch.randint(3, 300, (2, 10), generator=torch.Generator().manual_seed(1))
     table = native.structure(model)
     assert table["experts"].tolist() == [N, N] and table["top_k"].tolist() == [K, K]
-    assert (table["shared_expert_width"] > 0).all() == (model_type == "qwen2_moe")
+    assert (table["shared_expert_width"] > 0).all() == (model_type in ("qwen2_moe", "deepseek_v3"))
     # the row's routing rule gives exactly what the router gave
     dense, outputs = _router_outputs(model, ids)
     for layer, router in enumerate(native.routers(model)):
@@ -92,18 +95,52 @@ def test_native_experts_are_recorded_and_pruned_like_the_model_routes_them(model
     torch.testing.assert_close(rows[1], dense[1], rtol=1e-6, atol=1e-6)
 
 
-def test_masks_that_leave_fewer_experts_than_top_k_are_refused():
+@pytest.mark.parametrize("model_type", ["mixtral", "gpt_oss"])
+def test_a_layer_keeping_fewer_experts_than_top_k_routes_to_all_it_keeps(model_type):
+    model = tiny_moe(model_type)
+    ids = torch.randint(3, 300, (2, 10), generator=torch.Generator().manual_seed(1))
+    mask = np.ones((2, N), dtype=bool)
+    mask[0] = False
+    mask[0, 3] = True  # one expert left in layer 0, fewer than top-k = 2
+    with native.route_mask(model, mask):
+        masked, routed = _router_outputs(model, ids)
+    scores, index = routed[0][1], routed[0][2]
+    assert ((index == 3) | (scores == 0)).all() and (scores[index == 3] > 0).all()
+    removed = native.remove_experts(model, mask)
+    assert native.routers(removed)[0].top_k == 1 and native.routers(removed)[1].top_k == K
+    with torch.no_grad():
+        torch.testing.assert_close(removed(input_ids=ids).logits, masked, rtol=1e-5, atol=1e-5)
+
+
+def test_masks_that_prune_a_whole_layer_are_refused():
     model = tiny_moe("mixtral")
-    mask = np.zeros((2, N), dtype=bool)
-    mask[:, 0] = True
-    with pytest.raises(ValueError, match="top-k"):
+    mask = np.ones((2, N), dtype=bool)
+    mask[1] = False
+    with pytest.raises(ValueError, match="every expert of MoE layer 1"):
         with native.route_mask(model, mask):
             pass
-    with pytest.raises(ValueError, match="top-k"):
+    with pytest.raises(ValueError, match="every expert of MoE layer 1"):
         native.remove_experts(model, mask)
     with pytest.raises(ValueError, match="not a native mixture"):
         native.routers(transformers.AutoModelForCausalLM.from_config(
             transformers.AutoConfig.for_model("llama", **BASE)))
+
+
+def test_group_limited_routing_masks_exactly_and_refuses_removal():
+    model = tiny_moe("deepseek_v3", n_group=2, topk_group=1, first_k_dense_replace=1, num_hidden_layers=3)
+    assert [layer for layer, _ in native.moe_blocks(model)] == [1, 2]  # the first layer stays dense
+    ids = torch.randint(3, 300, (2, 10), generator=torch.Generator().manual_seed(1))
+    dense, outputs = _router_outputs(model, ids)
+    for layer, router in enumerate(native.routers(model)):
+        again = native.route(model, router, outputs[layer][0])
+        assert torch.equal(again[1], outputs[layer][2]) and torch.equal(again[0], outputs[layer][1])
+    mask = np.ones((2, N), dtype=bool)
+    mask[0, [0, 1, 2]] = False  # most of group 0 (experts 0-3)
+    with native.route_mask(model, mask):
+        _, routed = _router_outputs(model, ids)
+    assert mask[0][routed[0][2].reshape(-1).numpy()].all()
+    with pytest.raises(ValueError, match="within groups"):
+        native.remove_experts(model, mask)
 
 
 def test_the_dense_paths_name_the_native_module_for_a_native_model():

@@ -15,7 +15,7 @@ SMOKE = paths.CONFIGS_DIR / "smoke.yaml"
 # Per notebook: result files under results/ and figure stems under figures/ (PNG and PDF each).
 # "{lang}" expands to every language of the smoke config.
 EXPECTED: dict[str, tuple[list[str], list[str]]] = {
-    "01": (["labels.npy", "split_layers.parquet"], ["01_split_objective"]),
+    "01": (["labels.npy", "expert_kind.parquet", "split_layers.parquet"], ["01_split_objective"]),
     "02": (["frequencies.parquet", "tokens.parquet", "activation_levels.parquet", "block_counts_{lang}.npy",
             "block_tokens_{lang}.npy"], ["02_activation_level", "02_frequency_heatmaps"]),
     "03": (["heatmap_stats.parquet", "layer_profile.parquet"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -17,6 +18,8 @@ from .counting import LanguageCounts
 from .expert_kinds import KINDS, ExpertKind, check_kind, kind_of
 from .experts import ExpertSplit
 from .intervals import Blocks
+
+log = logging.getLogger(__name__)
 
 
 def split(cfg: BabelConfig, model: nn.Module) -> tuple[np.ndarray, pd.DataFrame]:
@@ -46,9 +49,9 @@ def record_language_splits(cfgs: Sequence[BabelConfig], model: nn.Module, tokeni
         cfg = cfgs[todo[0]]
         packed = data.calibration_batches(cfg, tokenizer, lang, budget)
         found = kind_of(model).record(model, packed.input_ids, packed.attention_mask,
-                                   data.count_mask(packed, tokenizer.bos_token_id),
-                                   [(labels[i], cfgs[i].n_experts) for i in todo], desc=f"record {lang}",
-                                   **record_options(cfg))
+                                      data.count_mask(packed, tokenizer.bos_token_id),
+                                      [(labels[i], cfgs[i].n_experts) for i in todo], desc=f"record {lang}",
+                                      **record_options(cfg))
         fresh = dict(zip(todo, found))
     out = []
     for i, c in enumerate(cfgs):
@@ -88,6 +91,9 @@ def load_labels(cfg: BabelConfig, model: nn.Module, results_folder: Path) -> np.
 
 def load_kind(cfg: BabelConfig, results_folder: Path) -> ExpertKind:
     """The expert kind 01_split found (split or native), for notebooks that do not load the model."""
+    if results.find(results_folder, "expert_kind") is None:  # written since native models run: older runs split
+        log.warning("%s has no expert_kind (made before babel recorded it): its experts are split", results_folder)
+        return KINDS["split"]
     table = results.load(results_folder, "expert_kind")
     cache.check_provenance(results_folder, cfg, "expert_kind")
     return check_kind(str(table["kind"].iloc[0]))

@@ -104,3 +104,7 @@ def test_a_tuned_native_model_must_route_among_the_same_experts(moe):
     tuning.check_same_layout(labels, model, "tiny-olmoe")
     with pytest.raises(ValueError, match="not a variant of the base model"):
         tuning.check_same_layout(labels[:, :4], model, "other")
+
+
+def test_a_run_folder_from_before_the_kind_was_recorded_is_a_split(cfg, tmp_path):
+    assert stages.load_kind(cfg, tmp_path) is expert_kinds.KINDS["split"]  # only split models ran before

@@ -185,3 +185,26 @@ def describe_mantel(table: pd.DataFrame, alpha: float = 0.05) -> str:
         text += " No detectable association at this number of languages with " + "; ".join(none) + "."
     return text
 
+
+
+def classical_mds(distance: pd.DataFrame, dims: int = 2) -> tuple[pd.DataFrame, np.ndarray]:
+    """Classical (Torgerson) MDS of a distance matrix: coordinates [language, dim 1..dims] whose Euclidean
+    distances best match it, and each dimension's share of the positive eigenvalues (the variance it shows).
+    Each axis's sign puts its largest coordinate positive, so the map is the same whatever the LAPACK."""
+    d = distance.to_numpy(dtype=np.float64)
+    n = len(d)
+    if n < dims + 1:
+        raise ValueError(f"A {dims}-D map needs at least {dims + 1} languages; got {n}.")
+    centre = np.eye(n) - np.full((n, n), 1.0 / n)
+    b = -0.5 * centre @ (d ** 2) @ centre
+    values, vectors = np.linalg.eigh((b + b.T) / 2)
+    top = np.argsort(values)[::-1][:dims]
+    lam = np.clip(values[top], 0.0, None)
+    coords = vectors[:, top] * np.sqrt(lam)
+    for k in range(dims):
+        if coords[np.argmax(np.abs(coords[:, k])), k] < 0:
+            coords[:, k] = -coords[:, k]
+    positive = values[values > 0].sum()
+    table = pd.DataFrame(coords, index=pd.Index(distance.index, name="language"),
+                         columns=[f"dim {k + 1}" for k in range(dims)])
+    return table, lam / positive if positive > 0 else np.zeros(dims)

@@ -318,6 +318,38 @@ def dendrogram_plot(linkage: np.ndarray, languages: Sequence[str], distance_labe
     return fig
 
 
+SCRIPT_MARKERS = "osD^v<>phX*P8H+x"  # one marker per script, the commonest first
+
+
+def mds_plot(coords: pd.DataFrame, explained: Sequence[float], distance_label: str) -> Figure:
+    """The languages on a 2-D map of their distances (classical MDS), coloured by family and marked by script;
+    names beside the points up to 40 languages, the largest families in the legend."""
+    codes = list(coords.index)
+    many = len(codes) > MANY_LANGUAGES
+    palette = _family_palette(codes)
+    scripts = pd.Series([LANGUAGES[c].script if c in LANGUAGES else "?" for c in codes]).value_counts().index
+    marker = {s: SCRIPT_MARKERS[i % len(SCRIPT_MARKERS)] for i, s in enumerate(scripts)}
+    fig, ax = plt.subplots(figsize=(8.5, 7) if many else (6.5, 5), constrained_layout=True)
+    grey = (0.7, 0.7, 0.7)
+    for code, (x, y) in zip(codes, coords.iloc[:, :2].to_numpy()):
+        lang = LANGUAGES.get(code)
+        ax.scatter(x, y, s=18 if many else 45, color=palette.get(lang.family, grey) if lang else grey,
+                   marker=marker[lang.script if lang else "?"], edgecolor="black", linewidth=0.3)
+        if len(codes) <= 40:
+            ax.annotate(language_name(code), (x, y), fontsize=6 if many else "small", xytext=(3, 3),
+                        textcoords="offset points")
+    ax.set(xlabel=f"MDS dimension 1 ({explained[0]:.0%} of the variance)",
+           ylabel=f"MDS dimension 2 ({explained[1]:.0%} of the variance)",
+           title=f"Languages by {distance_label} (classical MDS)")
+    shown = list(palette)[:12]
+    families = [plt.Line2D([], [], ls="", marker="o", color=palette[f], label=f) for f in shown]
+    marks = [plt.Line2D([], [], ls="", marker=marker[s], color="black", mfc="none", label=f"{s} script")
+             for s in list(scripts)[:8]]
+    ax.legend(handles=families + marks, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small",
+              frameon=False, title="family (largest) and script")
+    return fig
+
+
 def per_layer_similarity_plot(df: pd.DataFrame) -> Figure:
     """Per-layer pair values (from per_layer_similarity) as a pair x layer heatmap; above MANY_LANGUAGES each
     language's mean value to the others, per layer (a language x layer matrix in family order)."""

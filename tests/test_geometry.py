@@ -77,3 +77,22 @@ def test_shared_vocabulary_is_a_reference_and_separates_from_genealogy():
     assert ("script", "vocabulary") in table.index and ("vocabulary", "genealogy") in table.index
     without = geometry.mantel_table(by_vocab, 100, seed=0)  # no token sets: no vocabulary rows
     assert "vocabulary" not in set(without["reference"]) | set(without["controlling_for"])
+
+
+def test_classical_mds_recovers_a_planted_map_and_is_signed_the_same_way():
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(7, 2)) * [3.0, 1.0]
+    codes = ["en", "fr", "es", "pt", "hi", "ur", "zh"]
+    d = pd.DataFrame(np.linalg.norm(points[:, None] - points[None], axis=-1), index=codes, columns=codes)
+    coords, explained = geometry.classical_mds(d)
+    got = np.linalg.norm(coords.to_numpy()[:, None] - coords.to_numpy()[None], axis=-1)
+    np.testing.assert_allclose(got, d.to_numpy(), atol=1e-9)  # a 2-D map is recovered exactly
+    assert explained.sum() == pytest.approx(1.0) and explained[0] > explained[1]
+    assert list(coords.index) == codes
+    for k in range(2):
+        column = coords.iloc[:, k].to_numpy()
+        assert column[np.argmax(np.abs(column))] > 0
+    flipped, _ = geometry.classical_mds(d.iloc[::-1, ::-1])  # the order of the languages does not matter
+    np.testing.assert_allclose(flipped.loc[codes].to_numpy(), coords.to_numpy(), atol=1e-9)
+    with pytest.raises(ValueError, match="at least 3 languages"):
+        geometry.classical_mds(d.iloc[:2, :2])

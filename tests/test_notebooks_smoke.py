@@ -27,10 +27,10 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
             "04_depth_sweep"]),
     "05": (["similarity_matrices.parquet", "similarity_per_layer.parquet", "similarity_per_layer_curve.parquet",
             "similarity_pairs.parquet", "permutation_test.parquet", "expert_grid.parquet", "mantel_tests.parquet",
-            "cluster_recovery.parquet", "cluster_recovery_per_layer.parquet"],
+            "cluster_recovery.parquet", "cluster_recovery_per_layer.parquet", "mds_map.parquet"],
            # no permutation-test figure: the smoke languages (en, fr, hi) share no genus
            ["05_similarity_matrices", "05_dendrogram", "05_similarity_per_layer", "05_similarity_per_layer_curve",
-            "05_pair_intervals", "05_expert_grid", "05_cluster_recovery"]),
+            "05_pair_intervals", "05_expert_grid", "05_cluster_recovery", "05_mds_map"]),
     "06": (["tuned_frequencies.parquet", "tuning_per_layer.parquet", "tuning_top_layer.parquet",
             "tuning_overlap.parquet", "tuning_history.parquet"],
            ["06_tuning_loss", "06_difference_heatmaps", "06_change_per_layer", "06_high_frequency_overlap"]),

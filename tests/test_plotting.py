@@ -141,3 +141,21 @@ def test_views_switch_to_scalable_ones_for_many_languages():
     fig = plotting.dendrogram_plot(linkage, many)
     assert fig.get_size_inches()[1] < 0.2 * 300 + 2
     plt.close("all")
+
+
+@pytest.mark.parametrize("n", [9, 300])
+def test_the_mds_map_colours_families_marks_scripts_and_names_only_small_sets(n):
+    from babel_utils import geometry
+    from babel_utils.languages import LANGUAGES
+
+    codes = list(LANGUAGES)[:n]
+    points = np.random.default_rng(0).normal(size=(n, 3))
+    d = pd.DataFrame(np.linalg.norm(points[:, None] - points[None], axis=-1), index=codes, columns=codes)
+    coords, explained = geometry.classical_mds(d)
+    fig = plotting.mds_plot(coords, explained, "1 − Pearson r")
+    ax = fig.axes[0]
+    assert ax.get_xlabel().startswith("MDS dimension 1 (") and "% of the variance" in ax.get_ylabel()
+    assert len(ax.collections) == n and (len(ax.texts) == n) == (n <= 40)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any(label.endswith(" script") for label in labels) and len(labels) <= 20
+    plt.close(fig)

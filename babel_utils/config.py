@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from .languages import PAPER_LANGUAGES, UnknownLanguageError, resolve_languages
+from .languages import PAPER_LANGUAGES, UnknownLanguageError, resolve_languages, split_spec
 
 # Allowed values of the enumerated parameters; validation messages name them.
 CHOICES: dict[str, tuple[Any, ...]] = {
@@ -62,6 +62,13 @@ class LanguageParams:
     """The languages of the run."""
 
     languages: tuple[str, ...] = PAPER_LANGUAGES  # codes and groups (all, paper, family:X, ...), resolved to codes
+
+
+@dataclass(frozen=True)
+class EvalLanguageParams:
+    """The languages of 06-08, whose cost grows with every language (a subset of `languages`)."""
+
+    eval_languages: tuple[str, ...] = ()  # codes and groups like `languages`; () = every language of the run
 
 
 @dataclass(frozen=True)
@@ -137,6 +144,15 @@ class RecordParams:
 
 
 @dataclass(frozen=True)
+class HeatmapParams:
+    """03's heatmaps drawn one by one at full size (the grid shows every language)."""
+
+    # codes and groups like `languages`; () = every language up to plotting.MANY_LANGUAGES, else the paper's
+    # nine among them (at 500 languages one file each would be 2,000 files and minutes of drawing)
+    heatmap_languages: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class HighFrequencyParams:
     """What counts as a high-frequency expert (notebooks 04 and 07)."""
 
@@ -148,6 +164,14 @@ class SweepParams:
     """04's sweep around high_freq_threshold."""
 
     sweep_thresholds: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2)
+
+
+@dataclass(frozen=True)
+class FamilyParams:
+    """04's shared and own experts per family, against random groups of as many languages (families.py)."""
+
+    family_min_languages: int = 2  # families with fewer of the run's languages are not summarised
+    family_samples: int = 1000  # random groups per family size
 
 
 @dataclass(frozen=True)
@@ -253,10 +277,11 @@ class TimingParams:
 
 SECTIONS: dict[str, type] = {
     "run": RunParams, "model": ModelParams, "batching": BatchingParams, "languages": LanguageParams,
-    "text": TextParams, "calibration": CalibrationParams, "heldout": HeldoutParams, "seed": SeedParams,
-    "split": SplitParams, "split_race": SplitRaceParams, "scoring": ScoringParams, "record": RecordParams,
-    "high_frequency": HighFrequencyParams, "sweep": SweepParams, "similarity": SimilarityParams,
-    "tuning": TuningParams, "pruning": PruningParams, "overlap": OverlapParams, "heldout_eval": HeldoutEvalParams,
+    "evaluation_languages": EvalLanguageParams, "text": TextParams, "calibration": CalibrationParams,
+    "heldout": HeldoutParams, "seed": SeedParams, "split": SplitParams, "split_race": SplitRaceParams,
+    "scoring": ScoringParams, "record": RecordParams, "heatmaps": HeatmapParams,
+    "high_frequency": HighFrequencyParams, "sweep": SweepParams, "families": FamilyParams,
+    "similarity": SimilarityParams, "tuning": TuningParams, "pruning": PruningParams, "overlap": OverlapParams, "heldout_eval": HeldoutEvalParams,
     "intervals": IntervalParams, "mgsm": MgsmParams, "xcsqa": XcsqaParams, "comparisons": ComparisonParams,
     "timing": TimingParams,
 }
@@ -264,9 +289,10 @@ SECTIONS: dict[str, type] = {
 
 @dataclass(frozen=True)
 class BabelConfig(TimingParams, ComparisonParams, XcsqaParams, MgsmParams, IntervalParams, HeldoutEvalParams,
-                  OverlapParams, PruningParams, TuningParams, SimilarityParams, SweepParams, HighFrequencyParams,
-                  RecordParams, ScoringParams, SplitRaceParams, SplitParams, SeedParams, HeldoutParams,
-                  CalibrationParams, TextParams, LanguageParams, BatchingParams, ModelParams, RunParams):
+                  OverlapParams, PruningParams, TuningParams, SimilarityParams, FamilyParams, SweepParams,
+                  HighFrequencyParams, HeatmapParams, RecordParams, ScoringParams, SplitRaceParams, SplitParams, SeedParams, HeldoutParams,
+                  CalibrationParams, TextParams, EvalLanguageParams, LanguageParams, BatchingParams, ModelParams,
+                  RunParams):
     """Every parameter of a run, with the defaults of SPEC.md: the union of the sections (bases listed
     last-first because a dataclass collects its bases' fields in reverse order; `to_dict` follows SECTIONS)."""
 
@@ -310,13 +336,24 @@ def _sequence(value: Any) -> tuple:
 
 
 def _resolve_language_setting(cfg: BabelConfig) -> None:
-    """`languages` as a tuple of table codes: groups expanded, aliases made codes (so cache keys see
-    concrete codes); a string is split at commas ("all", "paper, de")."""
+    """`languages` and the subsets of it (`eval_languages`, `heatmap_languages`) as tuples of table codes:
+    groups expanded, aliases made codes (so cache keys see concrete codes); a string is split at commas
+    ("all", "paper, de"). In a subset a group means its languages among the run's."""
+    object.__setattr__(cfg, "languages", _resolve("languages", cfg.languages))
+    for key in ("eval_languages", "heatmap_languages"):
+        codes: list[str] = []
+        for item in split_spec(getattr(cfg, key)):
+            found = _resolve(key, [item])
+            codes += [c for c in found if c in cfg.languages] if len(found) > 1 or ":" in str(item) else found
+        object.__setattr__(cfg, key, tuple(dict.fromkeys(codes)))
+
+
+def _resolve(key: str, spec: Any) -> tuple[str, ...]:
+    """The codes of one language setting, or an error naming the key and the closest matches."""
     try:
-        codes = resolve_languages(cfg.languages)
+        return resolve_languages(spec)
     except UnknownLanguageError as err:
-        raise ValueError(f"Config key 'languages' names unknown language(s) {err.unknown}: {err.hint}") from None
-    object.__setattr__(cfg, "languages", codes)
+        raise ValueError(f"Config key {key!r} names unknown language(s) {err.unknown}: {err.hint}") from None
 
 
 def _fail(key: str, value: Any, allowed: str) -> None:
@@ -335,7 +372,17 @@ def validate(cfg: BabelConfig) -> None:
                                           f"-y '{{{key}: {list(getattr(BabelConfig, key))}}}')")
     if not cfg.languages:
         _fail("languages", cfg.languages, "a non-empty list of codes or groups (`babel languages` lists them)")
-    positive = ["n_experts", "kmeans_iters", "batch_size", "seq_len", "n_permutations",
+    for key in ("eval_languages", "heatmap_languages"):
+        outside = [c for c in getattr(cfg, key) if c not in cfg.languages]
+        if outside:
+            _fail(key, getattr(cfg, key), f"languages of the run (`languages`); {outside} are not")
+    if not isinstance(cfg.family_min_languages, int) or cfg.family_min_languages < 2:
+        _fail("family_min_languages", cfg.family_min_languages, "an integer >= 2 (a family must have languages to share)")
+    if cfg.eval_languages and cfg.token_budget == 0 and set(cfg.eval_languages) != set(cfg.languages):
+        _fail("token_budget", 0, "an explicit number of tokens when eval_languages is a subset (0 means the smallest "
+                                 "language's count, which would differ between 02 on every language and 06 on the "
+                                 "subset), e.g. the tokens per language 02 counted")
+    positive = ["n_experts", "kmeans_iters", "family_samples", "batch_size", "seq_len", "n_permutations",
                 "n_bootstrap", "eval_max_tokens", "eval_block_tokens", "eval_bootstrap", "gen_max_new_tokens",
                 "timing_tokens", "timing_repeats"]
     for key in positive:
@@ -430,14 +477,17 @@ RUN_SELECTOR: tuple[str, ...] = ("run_name", "config_file", "overrides")  # firs
 NOTEBOOK_SECTIONS: dict[str, tuple[str, ...]] = {
     "01": ("split", "seed", "split_race"),
     "02": ("record", "scoring"),
-    "03": (),
-    "04": ("sweep",),
+    "03": ("heatmaps",),
+    "04": ("sweep", "families"),
     "05": ("similarity",),
     "06": ("tuning",),
     "07": ("pruning", "overlap"),
     "08": ("heldout_eval", "intervals", "mgsm", "xcsqa", "comparisons", "timing"),
 }
 NOTEBOOK_KNOBS: dict[str, tuple[str, ...]] = {nb: section_fields(*s) for nb, s in NOTEBOOK_SECTIONS.items()}
+# The notebooks that run on `eval_languages` (a value of the run, like `languages`: 07's masks and 08's
+# evaluations must see the same subset, so it is no notebook's knob).
+EVALUATION_NOTEBOOKS: tuple[str, ...] = ("06", "07", "08")
 
 
 def run_config_path(run_name: str) -> Path:
@@ -477,7 +527,14 @@ def for_notebook(namespace: Mapping[str, Any], notebook: str) -> BabelConfig:
         raise ValueError(f"overrides={overrides!r} must map config keys to values, e.g. "
                          "-y '{overrides: {top_fraction: 0.2}}'.")
     own = {k: namespace[k] for k in knobs if k in namespace}
-    return load_config(source, {**own, **overrides, "run_name": run_name})
+    cfg = load_config(source, {**own, **overrides, "run_name": run_name})
+    return evaluation_view(cfg) if notebook in EVALUATION_NOTEBOOKS else cfg
+
+
+def evaluation_view(cfg: BabelConfig) -> BabelConfig:
+    """The config of 06-08: `languages` narrowed to `eval_languages` where that is set, so their stages, cache
+    keys and tables are exactly those of a run on the subset."""
+    return cfg.replace(languages=cfg.eval_languages) if cfg.eval_languages else cfg
 
 
 def describe(cfg: BabelConfig) -> str:

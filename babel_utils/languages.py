@@ -277,7 +277,9 @@ for _lang in LANGUAGES.values():
 
 GROUP_KINDS = ("family", "genus", "script")
 GROUP_HELP = ("all (every language), paper (the paper's nine), family:<family>, genus:<genus>, "
-              "script:<script>, e.g. family:Atlantic-Congo, genus:Romance, script:Cyrillic")
+              "script:<script>, one-per:<family|genus|script> (a stratified sample), e.g. family:Atlantic-Congo, "
+              "genus:Romance, script:Cyrillic, one-per:genus")
+SAMPLE_PREFIX = "one-per"
 
 
 def canonical_code(code: str) -> str | None:
@@ -325,6 +327,8 @@ def _expand(item: str) -> list[str] | None:
     if key == "paper":
         return list(PAPER_LANGUAGES)
     kind, sep, value = item.partition(":")
+    if sep and kind.strip().lower() == SAMPLE_PREFIX:
+        return one_per(value.strip().lower()) if value.strip().lower() in GROUP_KINDS else None
     if sep and kind.strip().lower() in GROUP_KINDS:
         kind = kind.strip().lower()
         wanted = _group_values(kind).get(value.strip().lower())
@@ -335,9 +339,28 @@ def _expand(item: str) -> list[str] | None:
     return [code] if code else None
 
 
+def one_per(kind: str) -> list[str]:
+    """A stratified sample: one language of each family, genus or script, in table order. The one chosen
+    is the paper's language where the group has one, else a default declaration (a bare code, not a
+    variant like `pt-BR`), else the first code: a rule a reader can check, not a random draw."""
+    if kind not in GROUP_KINDS:
+        raise ValueError(f"one-per:{kind}: give one of {', '.join(GROUP_KINDS)}.")
+    chosen: dict[str, tuple[tuple, str]] = {}
+    for code, lang in LANGUAGES.items():
+        rank = (code not in PAPER_LANGUAGES, "-" in code, code)
+        group = getattr(lang, kind)
+        if group not in chosen or rank < chosen[group][0]:
+            chosen[group] = (rank, code)
+    picked = {code for _, code in chosen.values()}
+    return [code for code in LANGUAGES if code in picked]
+
+
 def _group_suggestions(item: str) -> list[str]:
     kind, _, value = item.partition(":")
     kind = kind.strip().lower()
+    if kind == SAMPLE_PREFIX:
+        return [f"{SAMPLE_PREFIX}:{k}" for k in difflib.get_close_matches(value.strip().lower(), GROUP_KINDS, n=3,
+                                                                           cutoff=0.0)]
     if kind not in GROUP_KINDS:
         return [f"{k}:{value}" for k in difflib.get_close_matches(kind, GROUP_KINDS, n=1, cutoff=0.5)]
     values = _group_values(kind)

@@ -18,11 +18,12 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.markers import MarkerStyle
 from matplotlib.ticker import MaxNLocator
 from scipy.cluster import hierarchy
 
 from . import paths
-from .languages import LANGUAGES, language_name
+from .languages import LANGUAGES, PAPER_LANGUAGES, language_name
 from .methods import METHODS, Method
 from .methods import colour as method_colour
 from .pruning import DENSE
@@ -102,6 +103,9 @@ def _grid(F: np.ndarray, languages: Sequence[str], title: str, *, cmap: str, vmi
     if order is not None:
         F = np.take_along_axis(F, np.asarray(order)[None], axis=2)
         xlabel = "expert rank (by mean frequency)"
+    if len(languages) > MANY_LANGUAGES:
+        return _language_expert_matrix(F, languages, title, cmap=cmap, vmin=vmin, vmax=vmax, cbar_label=cbar_label,
+                                       ranked=order is not None)
     ncols = min(3, len(languages))
     nrows = math.ceil(len(languages) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols + 1.2, 3.0 * nrows + 1.2),
@@ -119,10 +123,38 @@ def _grid(F: np.ndarray, languages: Sequence[str], title: str, *, cmap: str, vmi
     return fig
 
 
+def _language_expert_matrix(F: np.ndarray, languages: Sequence[str], title: str, *, cmap: str, vmin: float,
+                            vmax: float, cbar_label: str, ranked: bool) -> Figure:
+    """Above MANY_LANGUAGES the panels become one language x (layer, expert) matrix: a row per language in
+    family order, each layer's experts side by side (the layers marked on the axis)."""
+    n_layers, n_experts = F.shape[1:]
+    values = pd.DataFrame(F.reshape(len(languages), -1), index=list(languages))
+    within = "ranked by mean frequency" if ranked else "by id"
+    fig = language_matrix(values, title, cbar_label, cmap=cmap, vmin=vmin, vmax=vmax,
+                          xlabel=f"layer (its {n_experts} experts side by side, {within})")
+    ax = fig.axes[1]
+    step = max(1, math.ceil(n_layers / 12))
+    ax.set_xticks([layer * n_experts + n_experts / 2 for layer in range(0, n_layers, step)],
+                  [str(layer) for layer in range(0, n_layers, step)])
+    for layer in range(1, n_layers):
+        ax.axvline(layer * n_experts - 0.5, color="white", lw=0.4)
+    return fig
+
+
 def heatmap_grid(F: np.ndarray, languages: Sequence[str], title: str, order: np.ndarray | None = None) -> Figure:
     """Frequency heatmaps (layers x experts), one per language, on one colour scale from 0."""
     vmax = float(np.max(F)) or 1.0
     return _grid(F, languages, title, cmap="viridis", vmin=0.0, vmax=vmax, cbar_label=FREQ_LABEL, order=order)
+
+
+def one_by_one(chosen: Sequence[str], languages: Sequence[str]) -> list[str]:
+    """The languages whose heatmaps are drawn one by one: `chosen` (03's heatmap_languages) where given, else
+    every language up to MANY_LANGUAGES, else the paper's nine among them."""
+    if chosen:
+        return [lang for lang in languages if lang in chosen]
+    if len(languages) <= MANY_LANGUAGES:
+        return list(languages)
+    return [lang for lang in languages if lang in PAPER_LANGUAGES]
 
 
 def heatmap_single(f: np.ndarray, language: str, title: str | None = None, order: np.ndarray | None = None,
@@ -185,7 +217,7 @@ def _family_palette(languages: Sequence[str]) -> dict[str, tuple]:
 
 
 def language_matrix(values: pd.DataFrame, title: str, cbar_label: str, cmap: str = "viridis",
-                    xlabel: str = "layer") -> Figure:
+                    xlabel: str = "layer", vmin: float | None = None, vmax: float | None = None) -> Figure:
     """A language x column matrix (rows in family order) with a family colour strip at the left and a
     legend of the largest families: readable from 13 to 500 languages (names shown up to 80 rows)."""
     order = family_order(list(values.index))
@@ -201,8 +233,9 @@ def language_matrix(values: pd.DataFrame, title: str, cbar_label: str, cmap: str
     strip.set_xticks([])
     data = values.to_numpy(dtype=np.float64)
     finite = data[np.isfinite(data)]
-    im = ax.imshow(data, aspect="auto", interpolation="nearest", origin="upper", cmap=cmap,
-                   vmin=float(finite.min()) if finite.size else 0.0, vmax=float(finite.max()) if finite.size else 1.0)
+    low = vmin if vmin is not None else float(finite.min()) if finite.size else 0.0
+    high = vmax if vmax is not None else float(finite.max()) if finite.size else 1.0
+    im = ax.imshow(data, aspect="auto", interpolation="nearest", origin="upper", cmap=cmap, vmin=low, vmax=high)
     fig.colorbar(im, ax=ax, shrink=min(1.0, 8.0 / height + 0.2)).set_label(cbar_label)
     ax.set(xlabel=xlabel, title=title)
     ax.set_xticks(range(data.shape[1]), [str(c) for c in values.columns])
@@ -212,11 +245,7 @@ def language_matrix(values: pd.DataFrame, title: str, cbar_label: str, cmap: str
     else:
         strip.set_yticks([])
         strip.set_ylabel(f"{n} languages, grouped by family and genus")
-    shown = list(palette)[:12]
-    handles = [plt.Rectangle((0, 0), 1, 1, color=palette[f]) for f in shown]
-    fig.legend(handles, [f"{f} ({sum(LANGUAGES[c].family == f for c in order if c in LANGUAGES)})" for f in shown],
-               loc="outside lower center", ncols=4, frameon=False, fontsize="small",
-               title="largest families (languages)" + ("; the others grey" if len(palette) > 20 else ""))
+    _family_legend(fig, palette, order)
     return fig
 
 
@@ -333,8 +362,9 @@ def mds_plot(coords: pd.DataFrame, explained: Sequence[float], distance_label: s
     grey = (0.7, 0.7, 0.7)
     for code, (x, y) in zip(codes, coords.iloc[:, :2].to_numpy()):
         lang = LANGUAGES.get(code)
-        ax.scatter(x, y, s=18 if many else 45, color=palette.get(lang.family, grey) if lang else grey,
-                   marker=marker[lang.script if lang else "?"], edgecolor="black", linewidth=0.3)
+        shape = marker[lang.script if lang else "?"]
+        ax.scatter(x, y, s=18 if many else 45, color=palette.get(lang.family, grey) if lang else grey, marker=shape,
+                   edgecolor="black" if MarkerStyle(shape).is_filled() else None, linewidth=0.3)
         if len(codes) <= 40:
             ax.annotate(language_name(code), (x, y), fontsize=6 if many else "small", xytext=(3, 3),
                         textcoords="offset points")
@@ -479,8 +509,40 @@ def category_map(F: np.ndarray, languages: Sequence[str], threshold: float,
     return fig
 
 
+def _family_legend(fig: Figure, palette: dict[str, tuple], codes: Sequence[str], shown: int = 12) -> None:
+    """A legend of the largest families (with their language counts) below the figure."""
+    families = list(palette)[:shown]
+    handles = [plt.Rectangle((0, 0), 1, 1, color=palette[f]) for f in families]
+    fig.legend(handles, [f"{f} ({sum(LANGUAGES[c].family == f for c in codes if c in LANGUAGES)})" for f in families],
+               loc="outside lower center", ncols=4, frameon=False, fontsize="small",
+               title="largest families (languages)" + ("; the others grey" if len(palette) > 20 else ""))
+
+
+def _category_points(totals: pd.DataFrame) -> Figure:
+    """Above MANY_LANGUAGES: each language's high-frequency and language-specific counts as points in family
+    order, coloured by family."""
+    order = family_order(list(totals["language"]))
+    rows = totals.set_index("language").loc[order]
+    palette = _family_palette(order)
+    colours = [palette.get(LANGUAGES[c].family, (0.7, 0.7, 0.7)) if c in LANGUAGES else (0.7, 0.7, 0.7) for c in order]
+    fig, axes = plt.subplots(2, 1, figsize=(10.0, 6.5), sharex=True, constrained_layout=True)
+    for ax, column, label in [(axes[0], "high_frequency", "high-frequency experts"),
+                              (axes[1], "specific", "language-specific experts")]:
+        ax.scatter(np.arange(len(order)), rows[column], c=colours, s=9, linewidths=0)
+        ax.set(ylabel=label, ylim=(0, None))
+    axes[1].set_xlabel(f"{len(order)} languages, grouped by family and genus")
+    axes[1].set_xticks([])
+    shared = int(rows["shared"].iloc[0]) if len(rows) else 0
+    axes[0].set_title(f"High-frequency and language-specific experts per language ({shared} shared by all)")
+    _family_legend(fig, palette, order)
+    return fig
+
+
 def category_totals_plot(totals: pd.DataFrame) -> Figure:
-    """Per language: high-frequency experts, of which shared by all and language-specific."""
+    """Per language: high-frequency experts, of which shared by all and language-specific (points in family
+    order above MANY_LANGUAGES)."""
+    if len(totals) > MANY_LANGUAGES:
+        return _category_points(totals)
     x = np.arange(len(totals))
     fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(totals) + 2.5), 4.0), constrained_layout=True)
     ax.bar(x - 0.27, totals["high_frequency"], 0.27, label="high-frequency", color="C0")
@@ -489,6 +551,31 @@ def category_totals_plot(totals: pd.DataFrame) -> Figure:
     ax.set_xticks(x, [language_name(c) for c in totals["language"]], rotation=30, ha="right")
     ax.set(xlabel="language", ylabel="number of experts", title="High-frequency, shared and specific experts")
     ax.legend(frameon=False, fontsize="small")
+    return fig
+
+
+def family_summary_plot(table: pd.DataFrame, alpha: float = 0.05, kind: str = "family") -> Figure:
+    """Per family (rows, largest first): its shared and own experts (bars) against random groups of as many
+    languages (black ticks: their mean), a star where the family's count is beyond them (p < alpha)."""
+    n = max(1, len(table))
+    fig, axes = plt.subplots(1, 2, figsize=(10.0, 1.6 + 0.28 * n), sharey=True, constrained_layout=True)
+    y = np.arange(len(table))
+    labels = [f"{g} ({m})" for g, m in zip(table[kind], table["n_languages"])]
+    for ax, measure, title, colour in [(axes[0], "shared", "shared: high in every language of the group", "0.3"),
+                                       (axes[1], "own", "own: high in some of its languages, in no other", "C1")]:
+        ax.barh(y, table[measure], color=colour, height=0.6, label=f"the {kind}'s count")
+        ax.scatter(table[f"{measure}_random"], y, marker="|", s=160, color="black", zorder=3,
+                   label="random groups of as many languages (mean)")
+        for yi, value, p in zip(y, table[measure], table[f"{measure}_p"]):
+            if p < alpha:
+                ax.text(value, yi, " *", va="center", fontsize="large")
+        ax.set(xlabel="number of experts", title=title)
+    axes[0].set_yticks(y, labels, fontsize=6 if n > 40 else "small")
+    axes[0].invert_yaxis()
+    axes[0].set_ylabel(f"{kind} (languages in the run)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=2, frameon=False, fontsize="small",
+               title=f"* beyond the random groups (p < {alpha:g})")
     return fig
 
 

@@ -67,3 +67,38 @@ def test_yaml_booleans_and_empty_lists_are_refused():
         BabelConfig(languages=[False])
     with pytest.raises(ValueError, match="languages"):
         BabelConfig(languages=[])
+
+
+def test_one_per_genus_is_a_stratified_sample_by_a_rule_a_reader_can_check():
+    sample = resolve_languages(["one-per:genus"])
+    genera = [LANGUAGES[c].genus for c in sample]
+    assert len(genera) == len(set(genera)) == len({lang.genus for lang in LANGUAGES.values()})
+    paper_genera = {LANGUAGES[c].genus for c in PAPER_LANGUAGES}
+    assert {c for c in sample if LANGUAGES[c].genus in paper_genera} == {"en", "es", "bn", "ar", "zh"}  # the paper's
+    # language where its genus has one (the first code: es of es, fr, pt; bn of bn, hi, ur)
+    assert list(sample) == [c for c in LANGUAGES if c in sample]  # in table order
+    assert not any("-" in c for c in sample if any("-" not in o and LANGUAGES[o].genus == LANGUAGES[c].genus
+                                                     for o in LANGUAGES))  # a default declaration, not a variant
+    stratified = load_config("configs/udhr-genera.yaml").languages
+    assert stratified[:9] == PAPER_LANGUAGES and set(sample) <= set(stratified) and 100 <= len(stratified) <= 150
+    assert len(resolve_languages(["one-per:family"])) == len({lang.family for lang in LANGUAGES.values()})
+    with pytest.raises(ValueError, match=r"one-per:genus"):
+        BabelConfig(languages=["one-per:genra"])
+
+
+def test_the_evaluation_notebooks_run_on_eval_languages_and_03_on_heatmap_languages():
+    from babel_utils import config
+
+    cfg = load_config(None, ["languages=[paper, de, sw]", "eval_languages=[en, genus:Romance]", "token_budget=500"])
+    assert cfg.eval_languages == ("en", "fr", "es", "pt")
+    view = config.evaluation_view(cfg)
+    assert view.languages == cfg.eval_languages and config.evaluation_view(cfg.replace(eval_languages=())) == \
+        cfg.replace(eval_languages=())
+    assert set(config.EVALUATION_NOTEBOOKS) == {"06", "07", "08"}
+    with pytest.raises(ValueError, match=r"'eval_languages'.*\['ru'\] are not"):
+        load_config(None, ["eval_languages=[en, ru]", "token_budget=500"])
+    with pytest.raises(ValueError, match="token_budget"):  # 0 = the smallest language's count: 02 and 06 would differ
+        load_config(None, ["eval_languages=[en, fr]"])
+    with pytest.raises(ValueError, match=r"'heatmap_languages'"):
+        load_config(None, ["heatmap_languages=[ru]"])
+    assert load_config(None, ["heatmap_languages=[genus:Indic]"]).heatmap_languages == ("hi", "ur", "bn")

@@ -8,7 +8,7 @@ import time
 import pandas as pd
 import pytest
 
-from babel_utils import config, paths, runner
+from babel_utils import config, paths, plotting, runner
 
 SMOKE = paths.CONFIGS_DIR / "smoke.yaml"
 
@@ -19,12 +19,12 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
     "02": (["frequencies.parquet", "tokens.parquet", "activation_levels.parquet", "block_counts_{lang}.npy",
             "block_tokens_{lang}.npy"], ["02_activation_level", "02_frequency_heatmaps"]),
     "03": (["heatmap_stats.parquet", "layer_profile.parquet"],
-           ["03_heatmaps_grid", "03_heatmaps_grid_ordered", "03_heatmap_{lang}", "03_heatmap_{lang}_ordered",
+           ["03_heatmaps_grid", "03_heatmaps_grid_ordered", "03_heatmap_{single}", "03_heatmap_{single}_ordered",
             "03_layer_distribution", "03_layer_boxplot"]),
     "04": (["expert_counts_per_layer.parquet", "expert_category_totals.parquet", "shared_experts.parquet",
-            "depth_summary.parquet", "threshold_sweep.parquet", "depth_sweep.parquet"],
-           ["04_category_totals", "04_counts_per_layer", "04_category_map", "04_threshold_sweep",
-            "04_depth_sweep"]),
+            "family_summary.parquet", "depth_summary.parquet", "threshold_sweep.parquet", "depth_sweep.parquet"],
+           ["04_category_totals", "04_family_summary", "04_counts_per_layer", "04_category_map",
+            "04_threshold_sweep", "04_depth_sweep"]),
     "05": (["similarity_matrices.parquet", "similarity_per_layer.parquet", "similarity_per_layer_curve.parquet",
             "similarity_pairs.parquet", "permutation_test.parquet", "expert_grid.parquet", "mantel_tests.parquet",
             "cluster_recovery.parquet", "cluster_recovery_per_layer.parquet", "mds_map.parquet"],
@@ -43,8 +43,16 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
 }
 
 
-def _expand(names: list[str], languages: tuple[str, ...]) -> list[str]:
-    return [n.format(lang=lang) for n in names for lang in (languages if "{lang}" in n else ("",))]
+def _expand(names: list[str], cfg: config.BabelConfig, notebook: str) -> list[str]:
+    """The file names of a notebook's outputs: {lang} for each language it runs on (06-08: eval_languages),
+    {single} for each language 03 draws one by one."""
+    langs = config.evaluation_view(cfg).languages if notebook in config.EVALUATION_NOTEBOOKS else cfg.languages
+    singles = plotting.one_by_one(cfg.heatmap_languages, cfg.languages)
+    out = []
+    for name in names:
+        for lang in langs if "{lang}" in name else singles if "{single}" in name else ("",):
+            out.append(name.format(lang=lang, single=lang))
+    return out
 
 
 def test_all_notebooks_run_on_the_smoke_config(capfd, caplog, monkeypatch):
@@ -69,8 +77,8 @@ def test_all_notebooks_run_on_the_smoke_config(capfd, caplog, monkeypatch):
     missing = []
     for nb in present:
         files, stems = EXPECTED.get(nb.name[:2], ([], []))
-        missing += [f"results/{f}" for f in _expand(files, cfg.languages) if not (res / f).exists()]
-        missing += [f"figures/{s}.{ext}" for s in _expand(stems, cfg.languages) for ext in ("png", "pdf")
+        missing += [f"results/{f}" for f in _expand(files, cfg, nb.name[:2]) if not (res / f).exists()]
+        missing += [f"figures/{s}.{ext}" for s in _expand(stems, cfg, nb.name[:2]) for ext in ("png", "pdf")
                     if not (figs / f"{s}.{ext}").exists()]
     assert not missing, f"missing outputs: {missing}"
     # the analyses read the same languages and grid the smoke config names

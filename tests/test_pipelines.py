@@ -12,6 +12,7 @@ from test_notebooks_smoke import EXPECTED, _expand
 
 from babel_utils import config, paths, plotting, runner
 from babel_utils.adapters import NATIVE, PLAIN, get_adapter
+from babel_utils.languages import get_language
 from babel_utils.models import load_model
 
 pytestmark = pytest.mark.pipelines
@@ -32,8 +33,8 @@ def test_every_notebook_runs_on_a_tiny_model_of_another_ffn_kind(name, kind):
     missing, unexpected = [], []
     for nb in result.notebooks:
         files, stems = EXPECTED.get(nb.name[:2], ([], []))
-        wanted = [res / f for f in _expand(files, cfg.languages)]
-        wanted += [figs / f"{s}.{ext}" for s in _expand(stems, cfg.languages) for ext in ("png", "pdf")]
+        wanted = [res / f for f in _expand(files, cfg, nb.name[:2])]
+        wanted += [figs / f"{s}.{ext}" for s in _expand(stems, cfg, nb.name[:2]) for ext in ("png", "pdf")]
         for path in wanted:
             split_only = kind == NATIVE and (path.name in SPLIT_ONLY or path.stem in SPLIT_ONLY)
             if path.exists() == split_only:
@@ -57,19 +58,31 @@ def test_every_notebook_runs_on_a_tiny_model_of_another_ffn_kind(name, kind):
     assert kept["sorting@0.5"] == 0.5
 
 
-def test_the_analyses_run_on_thirty_languages_with_the_views_that_scale():
+def test_thirty_languages_run_with_the_views_that_scale_and_06_08_on_a_subset():
     cfg = config.load_config(paths.CONFIGS_DIR / "smoke-many.yaml")
-    assert len(cfg.languages) == 30 > plotting.MANY_LANGUAGES
-    result = runner.run(paths.CONFIGS_DIR / "smoke-many.yaml", only=["01", "02", "03", "04", "05"], jobs=2)
+    assert len(cfg.languages) == 30 > plotting.MANY_LANGUAGES and len(cfg.eval_languages) == 3
+    result = runner.run(paths.CONFIGS_DIR / "smoke-many.yaml", jobs=2)
     res, figs = paths.results_dir(result.run_dir), paths.run_figures_dir(result.run_dir)
     missing = []
     for nb in result.notebooks:
         files, stems = EXPECTED.get(nb.name[:2], ([], []))
-        missing += [f"results/{f}" for f in _expand(files, cfg.languages) if not (res / f).exists()]
-        missing += [f"figures/{s}.png" for s in _expand(stems, cfg.languages) if not (figs / f"{s}.png").exists()]
-    assert len(result.notebooks) == 5 and not missing, f"missing outputs: {missing}"
+        missing += [f"results/{f}" for f in _expand(files, cfg, nb.name[:2]) if not (res / f).exists()]
+        missing += [f"figures/{s}.png" for s in _expand(stems, cfg, nb.name[:2]) if not (figs / f"{s}.png").exists()]
+    assert len(result.notebooks) == 8 and not missing, f"missing outputs: {missing}"
     stats = pd.read_parquet(res / "heatmap_stats.parquet")
     assert stats["language"].tolist() == list(cfg.languages)
+    # 03 draws the paper's languages among the thirty one by one, and the grid holds all thirty
+    singles = {p.name for p in figs.glob("03_heatmap_*.png")} - {"03_heatmaps_grid.png", "03_heatmaps_grid_ordered.png"}
+    assert singles == {f"03_heatmap_{c}{s}.png" for c in ("en", "fr", "hi", "ar", "zh") for s in ("", "_ordered")}
+    # 04 summarises every family with two or more of the thirty
+    sizes = pd.Series([get_language(c).family for c in cfg.languages]).value_counts()
+    families = pd.read_parquet(res / "family_summary.parquet").set_index("family")["n_languages"]
+    assert families.to_dict() == sizes[sizes >= 2].to_dict() and len(families) >= 4
+    # 06-08 ran on the subset only, with the frequencies 02 counted on all thirty
+    subset = set(cfg.eval_languages)
+    assert set(pd.read_parquet(res / "tuned_frequencies.parquet")["language"]) == subset
+    assert set(pd.read_parquet(res / "mask_specs.parquet")["language"]) == subset
+    assert set(pd.read_parquet(res / "pruning_eval.parquet")["language"]) == subset
     recovered = pd.read_parquet(res / "cluster_recovery.parquet").set_index("grouping")
     assert recovered.loc["family", "n_groups"] > 10 and recovered["n_languages"].eq(30).all()
     mantel = pd.read_parquet(res / "mantel_tests.parquet")

@@ -140,6 +140,35 @@ def test_views_switch_to_scalable_ones_for_many_languages():
     linkage, _ = similarity.dendrogram_linkage(distance)
     fig = plotting.dendrogram_plot(linkage, many)
     assert fig.get_size_inches()[1] < 0.2 * 300 + 2
+    # 03's grid: one language x (layer, expert) matrix instead of 300 panels; 9 languages keep their panels
+    fig = plotting.heatmap_grid(F, many, "grid")
+    assert len(fig.axes) == 3 and fig.get_size_inches()[1] < 20  # family strip, matrix, colour bar
+    assert fig.axes[1].images[0].get_array().shape == (300, 4 * 8)
+    assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == ["0", "1", "2", "3"]
+    assert len(plotting.heatmap_grid(F[:9], many[:9], "grid").axes) == 9 + 1
+    # 04's totals: points in family order, not 300 groups of bars
+    totals = analysis.category_totals(F, many, 0.5)
+    fig = plotting.category_totals_plot(totals)
+    assert fig.get_size_inches()[0] < 12 and len(fig.axes[0].collections[0].get_offsets()) == 300
+    assert plotting.one_by_one((), many) == [c for c in many if c in ("en", "fr", "es", "pt", "hi", "ur", "bn", "ar", "zh")]
+    assert plotting.one_by_one((), many[:9]) == many[:9] and plotting.one_by_one(("fr",), many) == ["fr"]
+    plt.close("all")
+
+
+def test_the_family_summary_draws_each_family_against_its_random_groups():
+    from babel_utils import families
+    from babel_utils.languages import LANGUAGES
+
+    many = list(LANGUAGES)[:300]
+    F = np.random.default_rng(0).random((300, 4, 8))
+    table = families.family_summary(F, many, 0.5, samples=20)
+    fig = plotting.family_summary_plot(table, 0.05)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [f"{f} ({n})" for f, n in
+                                                             zip(table["family"], table["n_languages"])]
+    assert len(ax.patches) == len(table) and fig.get_size_inches()[1] < 0.3 * len(table) + 3
+    stars = sum(t.get_text() == " *" for a in fig.axes for t in a.texts)
+    assert stars == int((table["shared_p"] < 0.05).sum() + (table["own_p"] < 0.05).sum())
     plt.close("all")
 
 

@@ -8,6 +8,7 @@ Metrics: "euclidean" (distance), "kl" (KL(P_i || P_j), not symmetric), "kl_symme
 from __future__ import annotations
 
 import itertools
+import math
 import logging
 from dataclasses import dataclass
 from typing import Mapping, Sequence
@@ -198,6 +199,9 @@ def _labels(languages: Sequence[str], mapping: Mapping[str, str] | None, field: 
     return np.array([mapping[lang] for lang in languages], dtype=object)
 
 
+PAIR_VALUES_PER_CHUNK = 2**22
+
+
 def _pair_statistic(values: np.ndarray, same: np.ndarray, cross: np.ndarray) -> np.ndarray:
     """Mean cross-family distance minus mean same-genus distance, over the last axis of pair values."""
     return values[..., cross].mean(axis=-1) - values[..., same].mean(axis=-1)
@@ -224,7 +228,10 @@ def group_permutation_test(distance_df: pd.DataFrame, groups: Mapping[str, str] 
     observed = float(_pair_statistic(D[i, j], same, cross))
     rng = np.random.default_rng(seed)
     perms = np.argsort(rng.random((n_permutations, len(langs))), axis=1)
-    null = _pair_statistic(D[perms[:, i], perms[:, j]], same, cross)
+    # permutations in chunks of about 4 million pair values (at 500 languages all at once would take 20 GB)
+    rows = max(1, PAIR_VALUES_PER_CHUNK // len(i))
+    null = np.concatenate([_pair_statistic(D[p[:, i], p[:, j]], same, cross)
+                           for p in np.array_split(perms, math.ceil(n_permutations / rows))])
     p_value = (1 + int((null >= observed - 1e-12).sum())) / (1 + n_permutations)
     log.info("Permutation test: observed %.4g, p = %.4g (%d permutations)", observed, p_value, n_permutations)
     return PermutationResult(observed, float(p_value), null, int(same.sum()), int(cross.sum()), n_permutations)

@@ -86,6 +86,16 @@ def test_permutation_test_finds_planted_family_structure():
     assert result.null.shape == (2000,)
 
 
+def test_permutation_test_in_chunks_equals_all_permutations_at_once(monkeypatch):
+    """Permutations are taken in chunks (at 500 languages all at once would need 20 GB): the same null."""
+    D = sim.euclidean_matrix(_genus_structured_F(), PAPER)
+    whole = sim.group_permutation_test(D, n_permutations=500, seed=4)
+    monkeypatch.setattr(sim, "PAIR_VALUES_PER_CHUNK", 100)  # 36 pairs: 2 permutations a chunk
+    chunked = sim.group_permutation_test(D, n_permutations=500, seed=4)
+    np.testing.assert_array_equal(chunked.null, whole.null)
+    assert chunked.p_value == whole.p_value
+
+
 def test_permutation_test_structureless_table():
     D = sim.euclidean_matrix(_random_F(9, seed=3), PAPER)
     result = sim.group_permutation_test(D, n_permutations=2000, seed=0)

@@ -1,13 +1,16 @@
 """Does the model's geometry follow genealogy, geography or script? Mantel tests (notebook 05).
 
 The languages' activation distance (notebook 05's metric) is compared with distances from real databases:
-- genealogy: 1 - the share of the longer genealogical path (URIEL, family first) two languages have in common;
+- genealogy: 1 - the share of the longer genealogical path (URIEL, family first) two languages have in common
+  (1 for an isolate, whose path is empty: it shares no ancestor with any other language);
 - geography: great-circle distance (km) between the declarations' coordinates;
 - syntax, phonology: the share of URIEL's (kNN-completed) features on which two languages differ;
 - script: 0 for the same script, 1 otherwise;
 - vocabulary: 1 - the Jaccard overlap of the token ids the two calibration texts use (languages that share a
   script share tokens, and the model sees tokens, not scripts).
-A Mantel test correlates the upper triangles of two distance matrices (Pearson r) and compares r with r after
+Languages a database lacks (a missing coordinate) leave the test one by one, the one with the most missing
+pairs first, until no pair is missing; the rest are tested. A Mantel test correlates the upper triangles of
+two distance matrices (Pearson r) and compares r with r after
 permuting the languages of one matrix (one-sided: p = share of permutations with r at least as large, the
 observed arrangement counted). A partial Mantel test correlates the residuals of both after regressing each
 on a third distance, which separates genealogy from script (languages of one script also share tokens).
@@ -33,13 +36,13 @@ def _square(values: Callable[[str, str], float], languages: Sequence[str]) -> pd
 
 
 def genetic_distance(languages: Sequence[str]) -> pd.DataFrame:
-    """1 - (length of the common genealogical path prefix) / (length of the longer path)."""
+    """1 - (length of the common genealogical path prefix) / (length of the longer path); 1 for an isolate."""
     paths = {c: get_language(c).path for c in languages}
 
     def d(a: str, b: str) -> float:
         pa, pb = paths[a], paths[b]
         if not pa or not pb:
-            return math.nan
+            return 1.0
         common = next((i for i, (x, y) in enumerate(zip(pa, pb)) if x != y), min(len(pa), len(pb)))
         return 1.0 - common / max(len(pa), len(pb))
     return _square(d, languages)
@@ -114,13 +117,25 @@ def _residual(y: np.ndarray, x: np.ndarray) -> np.ndarray:
     return y - design @ np.linalg.lstsq(design, y, rcond=None)[0]
 
 
+def _complete(missing: np.ndarray) -> list[int]:
+    """The languages left when those with missing pairs leave one by one (most missing first, then the
+    first such), until none is missing."""
+    keep = list(range(len(missing)))
+    while keep:
+        counts = missing[np.ix_(keep, keep)].sum(axis=1)
+        if counts.max() == 0:
+            break
+        keep.pop(int(np.argmax(counts)))
+    return keep
+
+
 def mantel(a: pd.DataFrame, b: pd.DataFrame, n_permutations: int, seed: int = 0,
            control: pd.DataFrame | None = None) -> MantelResult:
     """Mantel test of distance matrices a and b over their common languages without missing values (partial
     on `control` when given): Pearson r of the upper triangles; b's languages permuted."""
     langs = [c for c in a.index if c in b.index and (control is None or c in control.index)]
     mats = [m.loc[langs, langs].to_numpy(dtype=np.float64) for m in (a, b) + ((control,) if control is not None else ())]
-    keep = [i for i in range(len(langs)) if not any(np.isnan(m[i]).any() for m in mats)]
+    keep = _complete(np.logical_or.reduce([np.isnan(m) for m in mats]))
     mats = [m[np.ix_(keep, keep)] for m in mats]
     n = len(keep)
     if n < 4:

@@ -293,6 +293,15 @@ def pair_table(distance_df: pd.DataFrame, low: pd.DataFrame | None = None,
     return pd.DataFrame(rows).sort_values("distance", kind="stable").reset_index(drop=True)
 
 
+LISTED = 12  # names listed in a sentence before "and N more"
+
+
+def _listing(items: Sequence[str], limit: int = LISTED) -> str:
+    """Items joined by commas, the first `limit` and a count of the rest (sentences stay short at 500 languages)."""
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
 def describe_similarity(distance_df: pd.DataFrame, metric: str) -> str:
     """Closest and farthest pairs, nearest neighbours and whether they share a genus, from a distance matrix."""
     pairs = pair_table(distance_df)
@@ -311,7 +320,7 @@ def describe_similarity(distance_df: pd.DataFrame, metric: str) -> str:
         text += (f"Of the {len(with_genus)} languages that have a relative of the same genus here, {len(same)} have "
                  f"one as nearest neighbour")
         missed = [f"{_name(lang)} (nearest: {_name(nearest[lang])})" for lang in with_genus if lang not in same]
-        text += (f"; not so: {', '.join(missed)}." if missed else ".")
+        text += (f"; not so: {_listing(missed)}." if missed else ".")
     else:
         text += "No two languages here share a genus."
     by_rel = pairs.groupby("relation")["distance"].mean().reindex(list(RELATIONS)).dropna()
@@ -331,7 +340,7 @@ def describe_script_vs_family(distance_df: pd.DataFrame) -> str:
     if genus_other_script.empty or script_other_family.empty:
         return ("Script and family cannot be told apart with these languages: it needs a same-genus pair in two "
                 "scripts and a same-script pair of different families (e.g. Hindi, Urdu and Arabic).")
-    names = lambda df: ", ".join(f"{_name(a)}–{_name(b)}" for a, b in zip(df.lang_a, df.lang_b))  # noqa: E731
+    names = lambda df: _listing([f"{_name(a)}–{_name(b)}" for a, b in zip(df.lang_a, df.lang_b)])  # noqa: E731
     g, s = float(genus_other_script.distance.mean()), float(script_other_family.distance.mean())
     winner = "genus, not script" if g < s else "script, not genus"
     return (f"Same genus, different scripts ({names(genus_other_script)}): mean distance {g:.3g}; same script, "

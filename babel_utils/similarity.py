@@ -509,6 +509,15 @@ def expert_grid_table(F_by_n: Mapping[int, np.ndarray], languages: Sequence[str]
     return pd.DataFrame(rows)
 
 
+def _split_pair(pair: str) -> tuple[str, str]:
+    """The two codes of an "a-b" pair label, where codes may hold a '-' themselves (pt-BR-es)."""
+    for k in [i for i, ch in enumerate(pair) if ch == "-"]:
+        if pair[:k] in LANGUAGES and pair[k + 1:] in LANGUAGES:
+            return pair[:k], pair[k + 1:]
+    first, _, second = pair.partition("-")
+    return first, second
+
+
 def describe_grid(grid: pd.DataFrame, reference: int, alpha: float = 0.05) -> str:
     """Does the similarity finding depend on the number of experts? The grid table in words."""
     sig = grid[grid.p_value <= alpha]
@@ -526,7 +535,7 @@ def describe_grid(grid: pd.DataFrame, reference: int, alpha: float = 0.05) -> st
                  f"{others.spearman_vs_reference.min():.2f} to {others.spearman_vs_reference.max():.2f}. ")
     closest = grid.closest_pair.value_counts()
     pair = closest.index[0]
-    a, b = pair.split("-")
+    a, b = _split_pair(pair)
     text += f"The closest pair is {_name(a)}–{_name(b)} at {int(closest.iloc[0])} of {len(grid)} granularities"
     where = grid.most_shared.astype(str)
     found = where[where != "none"].value_counts()

@@ -152,3 +152,9 @@ def test_sentences_list_a_dozen_names_and_count_the_rest():
     D = sim.euclidean_matrix(np.random.default_rng(5).random((300, 3, 8)), langs)
     text = sim.describe_similarity(D, "euclidean") + sim.describe_script_vs_family(D)
     assert " more" in text and len(text) < 3000  # listing every language or pair would run to megabytes at 500
+
+
+def test_a_pair_label_splits_where_both_sides_are_codes():
+    assert sim._split_pair("pt-BR-es") == ("pt-BR", "es")
+    assert sim._split_pair("zh-beijing-zh-harbin") == ("zh-beijing", "zh-harbin")
+    assert sim._split_pair("es-pt") == ("es", "pt")

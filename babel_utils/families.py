@@ -85,7 +85,8 @@ def describe_families(table: pd.DataFrame, alpha: float, kind: str = "family", l
     lines = []
     for measure, meaning in MEASURES.items():
         beyond = table[table[f"{measure}_p"] < alpha]
-        lines.append(f"{len(beyond)} of {n} {KINDS[kind]} have more {measure} experts ({meaning}) than random "
+        verb = "has" if len(beyond) == 1 else "have"
+        lines.append(f"{len(beyond)} of {n} {KINDS[kind]} {verb} more {measure} experts ({meaning}) than random "
                      f"groups of as many languages (p < {alpha:g}).")
     for _, row in table.head(largest).iterrows():
         lines.append(f"{row[kind]} ({row['n_languages']} languages): {row['shared']} shared "

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from .languages import PAPER_LANGUAGES, UnknownLanguageError, resolve_languages, split_spec
+from .languages import PAPER_LANGUAGES, UnknownLanguageError, resolve_languages
 
 # Allowed values of the enumerated parameters; validation messages name them.
 CHOICES: dict[str, tuple[Any, ...]] = {
@@ -281,18 +281,18 @@ SECTIONS: dict[str, type] = {
     "heldout": HeldoutParams, "seed": SeedParams, "split": SplitParams, "split_race": SplitRaceParams,
     "scoring": ScoringParams, "record": RecordParams, "heatmaps": HeatmapParams,
     "high_frequency": HighFrequencyParams, "sweep": SweepParams, "families": FamilyParams,
-    "similarity": SimilarityParams, "tuning": TuningParams, "pruning": PruningParams, "overlap": OverlapParams, "heldout_eval": HeldoutEvalParams,
-    "intervals": IntervalParams, "mgsm": MgsmParams, "xcsqa": XcsqaParams, "comparisons": ComparisonParams,
-    "timing": TimingParams,
+    "similarity": SimilarityParams, "tuning": TuningParams, "pruning": PruningParams, "overlap": OverlapParams,
+    "heldout_eval": HeldoutEvalParams, "intervals": IntervalParams, "mgsm": MgsmParams, "xcsqa": XcsqaParams,
+    "comparisons": ComparisonParams, "timing": TimingParams,
 }
 
 
 @dataclass(frozen=True)
 class BabelConfig(TimingParams, ComparisonParams, XcsqaParams, MgsmParams, IntervalParams, HeldoutEvalParams,
                   OverlapParams, PruningParams, TuningParams, SimilarityParams, FamilyParams, SweepParams,
-                  HighFrequencyParams, HeatmapParams, RecordParams, ScoringParams, SplitRaceParams, SplitParams, SeedParams, HeldoutParams,
-                  CalibrationParams, TextParams, EvalLanguageParams, LanguageParams, BatchingParams, ModelParams,
-                  RunParams):
+                  HighFrequencyParams, HeatmapParams, RecordParams, ScoringParams, SplitRaceParams, SplitParams,
+                  SeedParams, HeldoutParams, CalibrationParams, TextParams, EvalLanguageParams, LanguageParams,
+                  BatchingParams, ModelParams, RunParams):
     """Every parameter of a run, with the defaults of SPEC.md: the union of the sections (bases listed
     last-first because a dataclass collects its bases' fields in reverse order; `to_dict` follows SECTIONS)."""
 
@@ -341,17 +341,13 @@ def _resolve_language_setting(cfg: BabelConfig) -> None:
     ("all", "paper, de"). In a subset a group means its languages among the run's."""
     object.__setattr__(cfg, "languages", _resolve("languages", cfg.languages))
     for key in ("eval_languages", "heatmap_languages"):
-        codes: list[str] = []
-        for item in split_spec(getattr(cfg, key)):
-            found = _resolve(key, [item])
-            codes += [c for c in found if c in cfg.languages] if len(found) > 1 or ":" in str(item) else found
-        object.__setattr__(cfg, key, tuple(dict.fromkeys(codes)))
+        object.__setattr__(cfg, key, _resolve(key, getattr(cfg, key), within=cfg.languages))
 
 
-def _resolve(key: str, spec: Any) -> tuple[str, ...]:
+def _resolve(key: str, spec: Any, within: tuple[str, ...] | None = None) -> tuple[str, ...]:
     """The codes of one language setting, or an error naming the key and the closest matches."""
     try:
-        return resolve_languages(spec)
+        return resolve_languages(spec, within)
     except UnknownLanguageError as err:
         raise ValueError(f"Config key {key!r} names unknown language(s) {err.unknown}: {err.hint}") from None
 
@@ -377,7 +373,8 @@ def validate(cfg: BabelConfig) -> None:
         if outside:
             _fail(key, getattr(cfg, key), f"languages of the run (`languages`); {outside} are not")
     if not isinstance(cfg.family_min_languages, int) or cfg.family_min_languages < 2:
-        _fail("family_min_languages", cfg.family_min_languages, "an integer >= 2 (a family must have languages to share)")
+        _fail("family_min_languages", cfg.family_min_languages,
+              "an integer >= 2 (a family needs two languages to share experts)")
     if cfg.eval_languages and cfg.token_budget == 0 and set(cfg.eval_languages) != set(cfg.languages):
         _fail("token_budget", 0, "an explicit number of tokens when eval_languages is a subset (0 means the smallest "
                                  "language's count, which would differ between 02 on every language and 06 on the "

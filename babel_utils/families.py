@@ -18,7 +18,7 @@ import pandas as pd
 
 from .languages import get_language
 
-KINDS: dict[str, str] = {"family": "families", "genus": "genera", "script": "scripts"}  # grouping -> plural
+GROUPINGS: dict[str, str] = {"family": "families", "genus": "genera", "script": "scripts"}  # grouping -> plural
 MEASURES: dict[str, str] = {
     "shared": "high-frequency in every language of the group",
     "own": "high-frequency in some language of the group and in no other",
@@ -45,8 +45,8 @@ def family_summary(F: np.ndarray, languages: Sequence[str], threshold: float, *,
                    min_languages: int = 2, samples: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Per group with at least `min_languages` languages: its size, mean high-frequency experts per language,
     and for shared and own experts the count, the random groups' mean and the p-value (module doc)."""
-    if kind not in KINDS:
-        raise ValueError(f"Unknown grouping {kind!r}; use one of {', '.join(KINDS)}.")
+    if kind not in GROUPINGS:
+        raise ValueError(f"Unknown grouping {kind!r}; use one of {', '.join(GROUPINGS)}.")
     if min_languages < 2:
         raise ValueError(f"min_languages={min_languages}: a group needs at least 2 languages to share experts.")
     F = np.asarray(F, dtype=np.float64)
@@ -86,7 +86,7 @@ def describe_families(table: pd.DataFrame, alpha: float, kind: str = "family", l
     for measure, meaning in MEASURES.items():
         beyond = table[table[f"{measure}_p"] < alpha]
         verb = "has" if len(beyond) == 1 else "have"
-        lines.append(f"{len(beyond)} of {n} {KINDS[kind]} {verb} more {measure} experts ({meaning}) than random "
+        lines.append(f"{len(beyond)} of {n} {GROUPINGS[kind]} {verb} more {measure} experts ({meaning}) than random "
                      f"groups of as many languages (p < {alpha:g}).")
     for _, row in table.head(largest).iterrows():
         lines.append(f"{row[kind]} ({row['n_languages']} languages): {row['shared']} shared "

@@ -327,11 +327,16 @@ def _known_hint() -> str:
             f"(e.g. {', '.join(list(LANGUAGES)[:12])}, ...), or the groups {GROUP_HELP}.")
 
 
+def _distinct() -> dict[str, Language]:
+    """The rows groups draw from: every declaration but those that repeat another's text (DUPLICATES)."""
+    return {c: lang for c, lang in LANGUAGES.items() if c not in DUPLICATES}
+
+
 def _expand(item: str) -> list[str] | None:
     """Codes of one item (a code, an alias or a group), None when it names nothing."""
     key = item.lower()
     if key == "all":
-        return [c for c in LANGUAGES if c not in DUPLICATES]
+        return list(_distinct())
     if key == "paper":
         return list(PAPER_LANGUAGES)
     kind, sep, value = item.partition(":")
@@ -342,7 +347,7 @@ def _expand(item: str) -> list[str] | None:
         wanted = _group_values(kind).get(value.strip().lower())
         if wanted is None:
             return None
-        return [c for c, lang in LANGUAGES.items() if getattr(lang, kind) == wanted and c not in DUPLICATES]
+        return [c for c, lang in _distinct().items() if getattr(lang, kind) == wanted]
     code = canonical_code(item)
     return [code] if code else None
 
@@ -354,9 +359,7 @@ def one_per(kind: str) -> list[str]:
     if kind not in GROUP_KINDS:
         raise ValueError(f"one-per:{kind}: give one of {', '.join(GROUP_KINDS)}.")
     chosen: dict[str, tuple[tuple, str]] = {}
-    for code, lang in LANGUAGES.items():
-        if code in DUPLICATES:
-            continue
+    for code, lang in _distinct().items():
         rank = (code not in PAPER_LANGUAGES, "-" in code, code)
         group = getattr(lang, kind)
         if group not in chosen or rank < chosen[group][0]:
@@ -387,11 +390,12 @@ def split_spec(spec: str | Iterable[Any]) -> list[Any]:
     return [spec]
 
 
-def resolve_languages(spec: str | Iterable[Any]) -> tuple[str, ...]:
+def resolve_languages(spec: str | Iterable[Any], within: Sequence[str] | None = None) -> tuple[str, ...]:
     """Codes of a `languages` setting: codes, aliases and groups (module doc, `GROUP_HELP`), in
     order, each once, less those of the items with a leading '-'; e.g. ["paper", "de", "script:Cyrillic"],
-    ["all", "-family:Indo-European"]. An unknown item raises
-    UnknownLanguageError naming the closest matches."""
+    ["all", "-family:Indo-European"]. With `within` (a subset of a run's languages) a group means its
+    languages among those; a code stays as named. An unknown item raises UnknownLanguageError naming the
+    closest matches."""
     codes: list[str] = []
     removed: set[str] = set()
     unknown: list[str] = []
@@ -408,6 +412,8 @@ def resolve_languages(spec: str | Iterable[Any]) -> tuple[str, ...]:
             unknown.append(item)
             suggestions[item] = _group_suggestions(name) if ":" in name else closest_codes(name)
         else:
+            if within is not None and canonical_code(name) is None:  # a group, not a code or alias
+                expanded = [c for c in expanded if c in within]
             (removed.update if remove else codes.extend)(expanded)
     if unknown:
         close = "; ".join(f"{item!r}: closest {', '.join(s) if s else 'none'}" for item, s in suggestions.items())

@@ -130,14 +130,12 @@ def _language_expert_matrix(F: np.ndarray, languages: Sequence[str], title: str,
     n_layers, n_experts = F.shape[1:]
     values = pd.DataFrame(F.reshape(len(languages), -1), index=list(languages))
     within = "ranked by mean frequency" if ranked else "by id"
+    marked = range(0, n_layers, max(1, math.ceil(n_layers / 12)))
     fig = language_matrix(values, title, cbar_label, cmap=cmap, vmin=vmin, vmax=vmax,
-                          xlabel=f"layer (its {n_experts} experts side by side, {within})")
-    ax = fig.axes[1]
-    step = max(1, math.ceil(n_layers / 12))
-    ax.set_xticks([layer * n_experts + n_experts / 2 for layer in range(0, n_layers, step)],
-                  [str(layer) for layer in range(0, n_layers, step)])
+                          xlabel=f"layer (its {n_experts} experts side by side, {within})",
+                          xticks=([layer * n_experts + n_experts / 2 for layer in marked], [str(x) for x in marked]))
     for layer in range(1, n_layers):
-        ax.axvline(layer * n_experts - 0.5, color="white", lw=0.4)
+        fig.axes[1].axvline(layer * n_experts - 0.5, color="white", lw=0.4)
     return fig
 
 
@@ -209,17 +207,27 @@ def family_order(languages: Sequence[str]) -> list[str]:
     return sorted(languages, key=key)
 
 
+GREY = (0.7, 0.7, 0.7)  # the families beyond the palette's 20 colours
+
+
 def _family_palette(languages: Sequence[str]) -> dict[str, tuple]:
     """A colour per family, the largest families first (the rest share grey in big sets)."""
     counts = pd.Series([LANGUAGES[c].family for c in languages if c in LANGUAGES]).value_counts()
     colours = sns.color_palette("tab20", 20)
-    return {family: (colours[i] if i < 20 else (0.7, 0.7, 0.7)) for i, family in enumerate(counts.index)}
+    return {family: (colours[i] if i < 20 else GREY) for i, family in enumerate(counts.index)}
+
+
+def _family_colour(palette: dict[str, tuple], code: str) -> tuple:
+    """A language's family colour in `palette` (grey for a family outside it or a code outside the table)."""
+    return palette.get(LANGUAGES[code].family, GREY) if code in LANGUAGES else GREY
 
 
 def language_matrix(values: pd.DataFrame, title: str, cbar_label: str, cmap: str = "viridis",
-                    xlabel: str = "layer", vmin: float | None = None, vmax: float | None = None) -> Figure:
+                    xlabel: str = "layer", vmin: float | None = None, vmax: float | None = None,
+                    xticks: tuple[Sequence[float], Sequence[str]] | None = None) -> Figure:
     """A language x column matrix (rows in family order) with a family colour strip at the left and a
-    legend of the largest families: readable from 13 to 500 languages (names shown up to 80 rows)."""
+    legend of the largest families: readable from 13 to 500 languages (names shown up to 80 rows). The x
+    axis names up to 12 of the columns, or the (positions, labels) of `xticks`."""
     order = family_order(list(values.index))
     values = values.loc[order]
     n = len(order)
@@ -227,8 +235,7 @@ def language_matrix(values: pd.DataFrame, title: str, cbar_label: str, cmap: str
     fig, (strip, ax) = plt.subplots(1, 2, figsize=(9.5, height), sharey=True,
                                     gridspec_kw={"width_ratios": [0.35, 12]}, constrained_layout=True)
     palette = _family_palette(order)
-    rgb = np.array([[palette.get(LANGUAGES[c].family, (0.7, 0.7, 0.7)) if c in LANGUAGES else (0.7, 0.7, 0.7)]
-                    for c in order])
+    rgb = np.array([[_family_colour(palette, c)] for c in order])
     strip.imshow(rgb, aspect="auto", interpolation="nearest", origin="upper")
     strip.set_xticks([])
     data = values.to_numpy(dtype=np.float64)
@@ -238,8 +245,11 @@ def language_matrix(values: pd.DataFrame, title: str, cbar_label: str, cmap: str
     im = ax.imshow(data, aspect="auto", interpolation="nearest", origin="upper", cmap=cmap, vmin=low, vmax=high)
     fig.colorbar(im, ax=ax, shrink=min(1.0, 8.0 / height + 0.2)).set_label(cbar_label)
     ax.set(xlabel=xlabel, title=title)
-    ax.set_xticks(range(data.shape[1]), [str(c) for c in values.columns])
-    ax.xaxis.set_major_locator(MaxNLocator(12, integer=True))
+    if xticks is not None:
+        ax.set_xticks(*xticks)
+    else:
+        ax.set_xticks(range(data.shape[1]), [str(c) for c in values.columns])
+        ax.xaxis.set_major_locator(MaxNLocator(12, integer=True))
     if n <= 80:
         strip.set_yticks(range(n), [language_name(c) for c in order], fontsize=6 if n > 40 else "small")
     else:
@@ -359,11 +369,10 @@ def mds_plot(coords: pd.DataFrame, explained: Sequence[float], distance_label: s
     scripts = pd.Series([LANGUAGES[c].script if c in LANGUAGES else "?" for c in codes]).value_counts().index
     marker = {s: SCRIPT_MARKERS[i % len(SCRIPT_MARKERS)] for i, s in enumerate(scripts)}
     fig, ax = plt.subplots(figsize=(8.5, 7) if many else (6.5, 5), constrained_layout=True)
-    grey = (0.7, 0.7, 0.7)
     for code, (x, y) in zip(codes, coords.iloc[:, :2].to_numpy()):
         lang = LANGUAGES.get(code)
         shape = marker[lang.script if lang else "?"]
-        ax.scatter(x, y, s=18 if many else 45, color=palette.get(lang.family, grey) if lang else grey, marker=shape,
+        ax.scatter(x, y, s=18 if many else 45, color=_family_colour(palette, code), marker=shape,
                    edgecolor="black" if MarkerStyle(shape).is_filled() else None, linewidth=0.3)
         if len(codes) <= 40:
             ax.annotate(language_name(code), (x, y), fontsize=6 if many else "small", xytext=(3, 3),
@@ -524,7 +533,7 @@ def _category_points(totals: pd.DataFrame) -> Figure:
     order = family_order(list(totals["language"]))
     rows = totals.set_index("language").loc[order]
     palette = _family_palette(order)
-    colours = [palette.get(LANGUAGES[c].family, (0.7, 0.7, 0.7)) if c in LANGUAGES else (0.7, 0.7, 0.7) for c in order]
+    colours = [_family_colour(palette, c) for c in order]
     fig, axes = plt.subplots(2, 1, figsize=(10.0, 6.5), sharex=True, constrained_layout=True)
     for ax, column, label in [(axes[0], "high_frequency", "high-frequency experts"),
                               (axes[1], "specific", "language-specific experts")]:

@@ -8,8 +8,8 @@ Metrics: "euclidean" (distance), "kl" (KL(P_i || P_j), not symmetric), "kl_symme
 from __future__ import annotations
 
 import itertools
-import math
 import logging
+import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 

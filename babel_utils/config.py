@@ -15,6 +15,7 @@ from .languages import PAPER_LANGUAGES, UnknownLanguageError, resolve_languages
 # Allowed values of the enumerated parameters; validation messages name them.
 CHOICES: dict[str, tuple[Any, ...]] = {
     "dtype": ("auto", "float32", "bfloat16", "float16"),
+    "head_dtype": ("float32", "bfloat16"),  # lm_head.py defines each by its arithmetic
     "text_source": ("udhr", "hf", "files"),
     "split_method": ("kmeans", "random", "contiguous"),
     "cluster_matrix": ("up", "gate", "gate+up"),
@@ -55,6 +56,16 @@ class BatchingParams:
     """Rows per forward pass (the padding of an evaluation batch depends on it)."""
 
     batch_size: int = 8
+
+
+@dataclass(frozen=True)
+class HeadParams:
+    """The precision of the LM head in every scored log-probability (held-out text, gold answers, choices)."""
+
+    # bfloat16: h and W rounded to bfloat16, float32 sums, the logits rounded to bfloat16 (lm_head.py), the
+    # same numbers on every machine; twice as fast as float32 where the CPU multiplies bfloat16 itself.
+    # Its effect on bits per byte against float32 is measured in BENCHMARKS.md. Generation is not affected.
+    head_dtype: str = "bfloat16"
 
 
 @dataclass(frozen=True)
@@ -224,10 +235,12 @@ class OverlapParams:
 class HeldoutEvalParams:
     """How much held-out text 08 scores, in blocks for the paired bootstrap."""
 
-    # held-out tokens per language for perplexity; small so that 08 scores every mask (~250 evaluations)
-    # on 2 CPU cores in minutes (Gemma 3's 262k-token LM head costs more than its body); GPU: 65536
-    eval_max_tokens: int = 64
-    eval_block_tokens: int = 8  # held-out tokens per block of the paired bootstrap (the same blocks both sides)
+    # held-out tokens per language for every mask of the main comparison (UDHR articles 21-30 hold 700-1000
+    # in each of the paper's nine languages); 162 evaluations of 512 tokens fit 2 CPU cores; GPU: 65536
+    eval_max_tokens: int = 512
+    # tokens per block of the paired bootstrap (the same blocks both sides): about a clause, so that
+    # neighbouring blocks are close to independent, and 32 blocks per language at 512 tokens
+    eval_block_tokens: int = 16
 
 
 @dataclass(frozen=True)
@@ -243,7 +256,8 @@ class MgsmParams:
     """MGSM (SPEC 5)."""
 
     mgsm_dir: str = ""  # "" = paths.mgsm_dir(); a hub id loads the Hugging Face form
-    mgsm_n: int = 4  # problems per language (0 = all 250); CPU-sized default, configs/gpu-*.yaml use 250
+    mgsm_n: int = 25  # problems per language scored by the gold answer's log-likelihood (0 = all 250)
+    mgsm_generate_n: int = 4  # of those, problems answered by greedy generation (accuracy); 0 = all mgsm_n
     gen_max_new_tokens: int = 32  # greedy generation (stops early at a new "Question"); GPU: 256
 
 
@@ -262,9 +276,11 @@ class ComparisonParams:
     task_ratio: float = 0.25  # MGSM and X-CSQA on the unpruned model and the masks of task_methods here
     task_methods: tuple[str, ...] = ("sorting", "random")  # random = its first seed; add layerwise on a GPU
     cross_language_ratio: float = 0.25  # every language's sorting mask on every language at this ratio
+    cross_language_max_tokens: int = 128  # held-out tokens of that matrix (81 evaluations); 0 = eval_max_tokens
     split_compare_methods: tuple[str, ...] = ("random", "contiguous")  # other expert splits compared
     split_compare_languages: tuple[str, ...] = ("en", "hi", "zh")  # languages of that comparison (in languages)
     split_compare_ratio: float = 0.25
+    split_compare_max_tokens: int = 128  # held-out tokens of that comparison; 0 = eval_max_tokens
 
 
 @dataclass(frozen=True)
@@ -276,7 +292,8 @@ class TimingParams:
 
 
 SECTIONS: dict[str, type] = {
-    "run": RunParams, "model": ModelParams, "batching": BatchingParams, "languages": LanguageParams,
+    "run": RunParams, "model": ModelParams, "batching": BatchingParams, "head": HeadParams,
+    "languages": LanguageParams,
     "evaluation_languages": EvalLanguageParams, "text": TextParams, "calibration": CalibrationParams,
     "heldout": HeldoutParams, "seed": SeedParams, "split": SplitParams, "split_race": SplitRaceParams,
     "scoring": ScoringParams, "record": RecordParams, "heatmaps": HeatmapParams,
@@ -291,7 +308,7 @@ SECTIONS: dict[str, type] = {
 class BabelConfig(TimingParams, ComparisonParams, XcsqaParams, MgsmParams, IntervalParams, HeldoutEvalParams,
                   OverlapParams, PruningParams, TuningParams, SimilarityParams, FamilyParams, SweepParams,
                   HighFrequencyParams, HeatmapParams, RecordParams, ScoringParams, SplitRaceParams, SplitParams,
-                  SeedParams, HeldoutParams, CalibrationParams, TextParams, EvalLanguageParams, LanguageParams,
+                  SeedParams, HeldoutParams, CalibrationParams, TextParams, EvalLanguageParams, LanguageParams, HeadParams,
                   BatchingParams, ModelParams, RunParams):
     """Every parameter of a run, with the defaults of SPEC.md: the union of the sections (bases listed
     last-first because a dataclass collects its bases' fields in reverse order; `to_dict` follows SECTIONS)."""
@@ -385,7 +402,9 @@ def validate(cfg: BabelConfig) -> None:
     for key in positive:
         if not isinstance(getattr(cfg, key), int) or getattr(cfg, key) < 1:
             _fail(key, getattr(cfg, key), "an integer >= 1")
-    for key in ["kmeans_swap_rounds", "expert_grid_swap_rounds", "token_budget", "dynamic_top_k", "mgsm_n", "xcsqa_n", "seed", "bootstrap_block"]:
+    for key in ["kmeans_swap_rounds", "expert_grid_swap_rounds", "token_budget", "dynamic_top_k", "mgsm_n",
+                "mgsm_generate_n", "xcsqa_n", "seed", "bootstrap_block", "cross_language_max_tokens",
+                "split_compare_max_tokens"]:
         if not isinstance(getattr(cfg, key), int) or getattr(cfg, key) < 0:
             _fail(key, getattr(cfg, key), "an integer >= 0")
     for method in cfg.split_compare_methods:
@@ -479,7 +498,7 @@ NOTEBOOK_SECTIONS: dict[str, tuple[str, ...]] = {
     "05": ("similarity",),
     "06": ("tuning",),
     "07": ("pruning", "overlap"),
-    "08": ("heldout_eval", "intervals", "mgsm", "xcsqa", "comparisons", "timing"),
+    "08": ("head", "heldout_eval", "intervals", "mgsm", "xcsqa", "comparisons", "timing"),
 }
 NOTEBOOK_KNOBS: dict[str, tuple[str, ...]] = {nb: section_fields(*s) for nb, s in NOTEBOOK_SECTIONS.items()}
 # The notebooks that run on `eval_languages` (a value of the run, like `languages`: 07's masks and 08's

@@ -344,14 +344,16 @@ def describe_split_intervals(table: pd.DataFrame, reference: str) -> str:
 
 
 def mgsm_intervals(generations: pd.DataFrame, boot: Bootstrap = Bootstrap()) -> pd.DataFrame:
-    """Per language and mask: MGSM accuracy with its Wilson interval and the gold answer's mean log-likelihood
-    per token with a bootstrap interval over problems (`generations`: one row per problem, columns lang,
-    mask, correct, gold_loglik_mean)."""
+    """Per language and mask: MGSM accuracy with its Wilson interval (over the generated problems) and the
+    gold answer's mean log-likelihood per token with a bootstrap interval over every problem (`generations`:
+    one row per problem, columns lang, mask, correct (NA where not generated), gold_loglik_mean)."""
     rows = []
     for (lang, mask), part in generations.groupby(["lang", "mask"], sort=False):
-        acc = wilson(int(part["correct"].sum()), len(part), boot.level)
+        answered = part["correct"].dropna().astype(bool)
+        acc = wilson(int(answered.sum()), len(answered), boot.level)
         ll = bootstrap_mean(part["gold_loglik_mean"].to_numpy(), boot.n, boot.level, boot.seed)
-        rows.append({"language": lang, "mask": mask, "problems": len(part), "accuracy": acc.estimate,
+        rows.append({"language": lang, "mask": mask, "problems": len(part), "generated": len(answered),
+                     "accuracy": acc.estimate,
                      "accuracy_low": acc.low, "accuracy_high": acc.high, "gold_loglik_per_token": ll.estimate,
                      "loglik_low": ll.low, "loglik_high": ll.high})
     return pd.DataFrame(rows)

@@ -1,8 +1,9 @@
 """Log-probabilities and generation: what every evaluation of a (pruned) model is made of (SPEC section 5).
 
 - Perplexity and bits per byte of held-out text (`perplexity_many`). Texts are packed with
-  `data.pack_tokens` (budget `eval_max_tokens`), the FULL model runs (LM head included) and the
-  next-token NLL (nats) is summed over every predicted real token: not BOS, not padding; the first
+  `data.pack_tokens` (budget `eval_max_tokens`), the FULL model runs (its LM head at `head_dtype`,
+  lm_head.py) and the next-token NLL (nats) is summed over every predicted real token: not BOS, not
+  padding; the first
   text token of a row is predicted from BOS, and the EOS separators between documents are scored
   like any token. Tokenizers without BOS cannot predict a row's first token, which is then not scored.
   bits per byte = nll_sum / ln(2) / n_bytes, where n_bytes counts the UTF-8 bytes of exactly the
@@ -30,8 +31,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import data
-from .adapters import body, get_adapter, model_device, output_logits
+from . import data, lm_head
+from .adapters import body, get_adapter, model_device
 from .progress import tqdm
 
 if TYPE_CHECKING:
@@ -42,50 +43,14 @@ log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- log-probabilities
 
-HEAD_CHUNK = 256  # positions whose logits exist at once: [HEAD_CHUNK, vocab] floats (Gemma 3: 268 MB)
-
-
-# Who multiplies the LM head in float32 on the CPU: "numpy" (its BLAS, OpenBLAS) or "torch" (MKL). On the
-# project's AMD EPYC machine numpy's ran the head 1.4-2x faster (benchmarks/bench_head.py prints both).
-CPU_HEAD_BLAS = "numpy"
-
-
-def _linear(head: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-    """head(hidden) for the LM head, through CPU_HEAD_BLAS for a float32 linear head on the CPU (both are
-    float32 products: only the last bits differ)."""
-    weight = getattr(head, "weight", None)
-    if (CPU_HEAD_BLAS != "numpy" or not isinstance(head, nn.Linear) or hidden.device.type != "cpu"
-            or hidden.dtype != torch.float32 or weight.dtype != torch.float32):
-        return head(hidden)
-    out = torch.from_numpy(np.matmul(hidden.detach().numpy(), weight.detach().numpy().T))
-    return out if head.bias is None else out + head.bias.detach()
-
-
-def _logits(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-    """The LM head on some hidden states [N, d_model] -> logits [N, vocab], as the model's forward does it
-    (soft-capping included)."""
-    return output_logits(model, _linear(model.get_output_embeddings(), hidden))
-
-
 def _token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """log p(target) per position, [T], computed in float32 one row at a time."""
+    """log p(target) per position, [T], from whole logits (models babel cannot take apart), in float32."""
     return logits.float().log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
 
 
 def _hidden_states(model: nn.Module, ids: torch.Tensor, am: torch.Tensor) -> torch.Tensor:
     """Last hidden states [B, T, d_model] of the model body (no LM head: logits are made where needed)."""
     return body(model)(input_ids=ids, attention_mask=am, use_cache=False).last_hidden_state
-
-
-def _selected_logprobs(model: nn.Module, hidden: torch.Tensor, positions: torch.Tensor,
-                       targets: torch.Tensor) -> torch.Tensor:
-    """log p(targets[j] | hidden[positions[j]]) for flat positions of hidden [N, d]; the LM head runs
-    on HEAD_CHUNK positions at a time, so memory never holds more than [HEAD_CHUNK, vocab] logits."""
-    out = []
-    for start in range(0, len(positions), HEAD_CHUNK):
-        pos = positions[start:start + HEAD_CHUNK]
-        out.append(_token_logprobs(_logits(model, hidden[pos]), targets[start:start + HEAD_CHUNK]))
-    return torch.cat(out) if out else torch.zeros(0)
 
 
 def _has_body(model: nn.Module) -> bool:
@@ -100,10 +65,11 @@ def _has_body(model: nn.Module) -> bool:
 
 @torch.inference_mode()
 def _next_token_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                         scored: torch.Tensor | None = None) -> torch.Tensor:
+                         scored: torch.Tensor | None = None, head_dtype: str = "float32") -> torch.Tensor:
     """log p(input_ids[:, t+1] | input_ids[:, :t+1]) for every row and t, [B, T-1], on the CPU (float64).
 
-    With `scored` (bool [B, T-1]) the LM head runs only on the scored positions; the others are 0.
+    With `scored` (bool [B, T-1]) the LM head runs only on the scored positions; the others are 0. The head
+    computes at `head_dtype` (lm_head.py).
     """
     device = model_device(model)
     ids, am = input_ids.to(device), attention_mask.to(device)
@@ -112,8 +78,8 @@ def _next_token_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_ma
     targets = ids[:, 1:][rows.to(device), cols.to(device)]
     if _has_body(model):
         hidden = _hidden_states(model, ids, am)[:, :-1]
-        positions = (rows * hidden.shape[1] + cols).to(hidden.device)
-        logp = _selected_logprobs(model, hidden.reshape(-1, hidden.shape[-1]), positions, targets)
+        logp = lm_head.target_logprobs(model, hidden[rows.to(hidden.device), cols.to(hidden.device)], targets,
+                                       head_dtype)
     else:
         logits = model(input_ids=ids, attention_mask=am, use_cache=False).logits[:, :-1]
         logp = _token_logprobs(logits[rows.to(logits.device), cols.to(logits.device)], targets)
@@ -141,13 +107,13 @@ def _ppl_result(tokenizer: PreTrainedTokenizerBase, nll_sum: float, targets: lis
             "perplexity": math.exp(nll_sum / n_tokens), "bits_per_byte": nll_sum / math.log(2) / n_bytes}
 
 
-def _row_nll(model: nn.Module, ids: torch.Tensor, am: torch.Tensor,
-             scored: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def _row_nll(model: nn.Module, ids: torch.Tensor, am: torch.Tensor, scored: torch.Tensor,
+             head_dtype: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Summed next-token NLL of the scored targets of each row, [B], and each row's NLL per scored target in
     order; right padding beyond the longest row of the batch is trimmed, so it is never run."""
     width = int(am.sum(1).max())
     ids, am, keep = ids[:, :width], am[:, :width], scored[:, :width - 1]
-    logp = _next_token_logprobs(model, ids, am, keep)
+    logp = _next_token_logprobs(model, ids, am, keep, head_dtype)
     return -(logp * keep).sum(1), [-logp[i][keep[i]] for i in range(len(logp))]
 
 
@@ -161,14 +127,15 @@ def _blocks(tokenizer: PreTrainedTokenizerBase, token_nll: np.ndarray, targets: 
 
 
 def perplexity(model: nn.Module, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_tokens: int,
-               seq_len: int, batch_size: int) -> dict[str, float]:
+               seq_len: int, batch_size: int, head_dtype: str = "float32") -> dict[str, float]:
     """Next-token NLL of held-out texts: nll_sum (nats), n_tokens, n_bytes, perplexity, bits_per_byte."""
-    return perplexity_many(model, tokenizer, texts, max_tokens, seq_len, batch_size, 1)[0]
+    return perplexity_many(model, tokenizer, texts, max_tokens, seq_len, batch_size, 1, head_dtype=head_dtype)[0]
 
 
 def perplexity_many(model: nn.Module, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_tokens: int,
                     seq_len: int, batch_size: int, n_variants: int,
-                    on_batch: Callable[[list[int]], None] | None = None, block_tokens: int = 0) -> list[dict]:
+                    on_batch: Callable[[list[int]], None] | None = None, block_tokens: int = 0,
+                    head_dtype: str = "float32") -> list[dict]:
     """`perplexity` of `n_variants` variants of the model at once: the packed rows are repeated once per
     variant and batched together; before every forward `on_batch(variant of each row)` is called (e.g. the
     `select` of pruning.apply_row_masks, so each row runs under its own mask). One result per variant; with
@@ -183,7 +150,7 @@ def perplexity_many(model: nn.Module, tokenizer: PreTrainedTokenizerBase, texts:
         rows = [r for _, r in chunk]
         if on_batch is not None:
             on_batch([v for v, _ in chunk])
-        sums, tokens = _row_nll(model, packed.input_ids[rows], packed.attention_mask[rows], scored[rows])
+        sums, tokens = _row_nll(model, packed.input_ids[rows], packed.attention_mask[rows], scored[rows], head_dtype)
         for item, value, row_tokens in zip(chunk, sums.tolist(), tokens):
             nll[item[0]] += value
             if block_tokens > 0:  # the blocks need each scored token's NLL; plain perplexity only the sums
@@ -221,20 +188,22 @@ def _pad_right(seqs: Sequence[list[int]], pad: int) -> tuple[torch.Tensor, torch
 
 
 @torch.inference_mode()
-def _batch_logliks(model: nn.Module, pairs: Sequence[tuple[list[int], list[int]]], pad: int) -> list[float]:
+def _batch_logliks(model: nn.Module, pairs: Sequence[tuple[list[int], list[int]]], pad: int,
+                   head_dtype: str) -> list[float]:
     """Summed log-probabilities of each continuation given its context, one right-padded batch (the LM
     head runs only on the positions that predict a continuation token)."""
     ids, am = _pad_right([c + k for c, k in pairs], pad)
     scored = torch.zeros(ids.shape[0], ids.shape[1] - 1, dtype=torch.bool)
     for i, (ctx, cont) in enumerate(pairs):
         scored[i, len(ctx) - 1:len(ctx) + len(cont) - 1] = True
-    logp = _next_token_logprobs(model, ids, am, scored)
+    logp = _next_token_logprobs(model, ids, am, scored, head_dtype)
     return [float(logp[i][scored[i]].sum()) for i in range(len(pairs))]
 
 
 def continuation_logliks(model: nn.Module, tokenizer: PreTrainedTokenizerBase,
                          pairs: Sequence[tuple[str, str]], batch_size: int = 8, desc: str = "loglik",
-                         on_batch: Callable[[list[int]], None] | None = None) -> pd.DataFrame:
+                         on_batch: Callable[[list[int]], None] | None = None,
+                         head_dtype: str = "float32") -> pd.DataFrame:
     """log p(continuation | context) for (context, continuation) pairs: columns loglik, n_tokens.
     `on_batch(indices of the batch's pairs)` is called before every forward."""
     encoded = [_encode_pair(tokenizer, c, k) for c, k in pairs]
@@ -248,7 +217,7 @@ def continuation_logliks(model: nn.Module, tokenizer: PreTrainedTokenizerBase,
         idx = order[start:start + batch_size]
         if on_batch is not None:
             on_batch(idx)
-        logliks[idx] = _batch_logliks(model, [encoded[i] for i in idx], pad)
+        logliks[idx] = _batch_logliks(model, [encoded[i] for i in idx], pad, head_dtype)
     return pd.DataFrame({"loglik": logliks, "n_tokens": [len(cont) for _, cont in encoded]})
 
 

@@ -146,40 +146,53 @@ def mgsm_prompt(question: str, lang: str = "") -> str:
 
 
 def mgsm_eval(model: nn.Module, tokenizer: PreTrainedTokenizerBase, df: pd.DataFrame, max_new_tokens: int,
-              batch_size: int = 8) -> pd.DataFrame:
-    """Per problem: generation, extracted answer, correct, and the gold answer's log-likelihood (sum, mean)."""
-    return mgsm_eval_many(model, tokenizer, df, max_new_tokens, batch_size, 1)[0]
+              batch_size: int = 8, n_generate: int | None = None, head_dtype: str = "float32") -> pd.DataFrame:
+    """Per problem: the gold answer's log-likelihood (sum, mean) and, for the first `n_generate` problems
+    (None = all), generation, extracted answer and correct (the others: no generation, correct NA)."""
+    return mgsm_eval_many(model, tokenizer, df, max_new_tokens, batch_size, 1, n_generate=n_generate,
+                          head_dtype=head_dtype)[0]
 
 
 def mgsm_eval_many(model: nn.Module, tokenizer: PreTrainedTokenizerBase, df: pd.DataFrame | Sequence[pd.DataFrame],
                    max_new_tokens: int, batch_size: int, n_variants: int,
-                   on_batch: Callable[[list[int]], None] | None = None) -> list[pd.DataFrame]:
+                   on_batch: Callable[[list[int]], None] | None = None, n_generate: int | None = None,
+                   head_dtype: str = "float32") -> list[pd.DataFrame]:
     """`mgsm_eval` of `n_variants` variants of the model at once, batched together; `on_batch(variant of
     each row)` is called before every forward, as in `perplexity_many`. `df`: the problems, or one table of
     problems per variant (e.g. each variant a mask evaluated on another language's problems).
 
     Greedy decoding is memory-bound (each step reads every weight for one token per row), so all rows of
     up to `batch_size` problems per variant share one generation batch: one pass of decoding steps
-    serves every variant and language.
+    serves every variant and language. Generation costs `max_new_tokens` forwards per problem, the gold
+    answer one: hence `n_generate`, the problems that are also generated.
     """
     dfs = [df] * n_variants if isinstance(df, pd.DataFrame) else list(df)
     if len(dfs) != n_variants:
         raise ValueError(f"{len(dfs)} problem tables for {n_variants} variants.")
     prompts = [[mgsm_prompt(q, lang) for q, lang in zip(d["question"], d.get("lang", [""] * len(d)))] for d in dfs]
     items = [(v, i) for v in range(n_variants) for i in range(len(prompts[v]))]
-    select = None if on_batch is None else (lambda idx: on_batch([items[j][0] for j in idx]))
-    generations = generate_greedy(model, tokenizer, [prompts[v][i] for v, i in items], max_new_tokens,
-                                  batch_size * n_variants, desc="mgsm", stop_at=_NEXT_QUESTION, on_batch=select)
+    generated = [j for j, (_, i) in enumerate(items) if n_generate is None or i < n_generate]
+
+    def select(idx: list[int], rows: list[int]) -> None:
+        if on_batch is not None:
+            on_batch([items[rows[j]][0] for j in idx])
+
+    generations = generate_greedy(model, tokenizer, [prompts[v][i] for v, i in (items[j] for j in generated)],
+                                  max_new_tokens, batch_size * n_variants, desc="mgsm", stop_at=_NEXT_QUESTION,
+                                  on_batch=lambda idx: select(idx, generated))
     gold = continuation_logliks(model, tokenizer,
                                 [(prompts[v][i], " " + str(dfs[v]["answer"].iloc[i])) for v, i in items],
-                                batch_size, desc="mgsm gold", on_batch=select)
+                                batch_size, desc="mgsm gold", on_batch=lambda idx: select(idx, list(range(len(items)))),
+                                head_dtype=head_dtype)
+    text = dict(zip(generated, generations))
     tables = []
     for v in range(n_variants):
         rows = [j for j, (variant, _) in enumerate(items) if variant == v]
         out = dfs[v].copy().reset_index(drop=True)
-        out["generation"] = [generations[j] for j in rows]
-        out["predicted"] = [extract_answer(g) for g in out["generation"]]
-        out["correct"] = [is_correct(p, float(g)) for p, g in zip(out["predicted"], out["answer_number"])]
+        out["generation"] = [text.get(j) for j in rows]
+        out["predicted"] = [extract_answer(text[j]) if j in text else None for j in rows]
+        out["correct"] = pd.array([is_correct(p, float(g)) if j in text else None
+                                   for j, p, g in zip(rows, out["predicted"], out["answer_number"])], dtype="boolean")
         out["gold_loglik"] = gold["loglik"].to_numpy()[rows]
         out["gold_tokens"] = gold["n_tokens"].to_numpy()[rows]
         out["gold_loglik_mean"] = out["gold_loglik"] / out["gold_tokens"]
@@ -196,11 +209,12 @@ def xcsqa_prompt(stem: str) -> str:
 
 
 def choice_loglik_scores(model: nn.Module, tokenizer: PreTrainedTokenizerBase, items: Sequence[Mapping[str, Any]],
-                         batch_size: int = 8, on_batch: Callable[[list[int]], None] | None = None) -> pd.DataFrame:
+                         batch_size: int = 8, on_batch: Callable[[list[int]], None] | None = None,
+                         head_dtype: str = "float32") -> pd.DataFrame:
     """Per item: each choice's log-likelihood (sum, per character), predicted = argmax per character, correct."""
     pairs = [(xcsqa_prompt(item["stem"]), " " + choice) for item in items for choice in item["choices"]]
-    scores = continuation_logliks(model, tokenizer, pairs, batch_size, desc="x-csqa",
-                                  on_batch=on_batch)["loglik"].to_numpy()
+    scores = continuation_logliks(model, tokenizer, pairs, batch_size, desc="x-csqa", on_batch=on_batch,
+                                  head_dtype=head_dtype)["loglik"].to_numpy()
     rows, pos = [], 0
     for item in items:
         n = len(item["choices"])
@@ -262,14 +276,16 @@ def _heldout(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerB
     if len(set(langs)) != 1:
         raise ValueError(f"Held-out variants share one language's packed text; got {sorted(set(langs))}.")
     return perplexity_many(model, tokenizer, data.heldout_texts(cfg, langs[0]), cfg.eval_max_tokens, cfg.seq_len,
-                           cfg.batch_size, len(langs), select, block_tokens=cfg.eval_block_tokens)
+                           cfg.batch_size, len(langs), select, block_tokens=cfg.eval_block_tokens,
+                           head_dtype=cfg.head_dtype)
 
 
 def _mgsm(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase, langs: Sequence[str],
           select: Select) -> list[pd.DataFrame]:
     problems = {lang: data.load_mgsm(lang, cfg.mgsm_dir, cfg.mgsm_n) for lang in dict.fromkeys(langs)}
     tables = mgsm_eval_many(model, tokenizer, [problems[lang] for lang in langs], cfg.gen_max_new_tokens,
-                            cfg.batch_size, len(langs), select)
+                            cfg.batch_size, len(langs), select, n_generate=cfg.mgsm_generate_n or None,
+                            head_dtype=cfg.head_dtype)
     return [t.astype({"predicted": "float64"}) for t in tables]
 
 
@@ -279,7 +295,7 @@ def _xcsqa(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBas
     for v, lang in enumerate(langs):  # choice scoring sorts pairs by length; one variant at a time keeps it simple
         on_batch = None if select is None else (lambda idx, v=v: select([v] * len(idx)))
         out.append(choice_loglik_scores(model, tokenizer, data.load_xcsqa(lang, cfg.xcsqa_dataset, cfg.xcsqa_n),
-                                        cfg.batch_size, on_batch=on_batch))
+                                        cfg.batch_size, on_batch=on_batch, head_dtype=cfg.head_dtype))
     return out
 
 
@@ -288,7 +304,7 @@ def _summarise_heldout(result: Mapping[str, float]) -> dict[str, float]:
 
 
 def _summarise_mgsm(result: pd.DataFrame) -> dict[str, float]:
-    return {"mgsm_accuracy": float(result["correct"].mean()),
+    return {"mgsm_accuracy": float(result["correct"].dropna().astype(bool).mean()),  # over the generated problems
             "mgsm_gold_loglik": float(result["gold_loglik"].mean()),
             "mgsm_gold_loglik_per_token": float(result["gold_loglik_mean"].mean())}
 
@@ -312,7 +328,7 @@ class Task:
 # Every task's result depends on the model, the batch layout and the score of dynamic top-k; the mask, the
 # labels and the evaluated language enter the key beside these (stages._eval_key). So changing, say,
 # top_fraction recomputes only the masks that changed, never the unpruned model's evaluation.
-_MODEL = ("model", "batching", "scoring")
+_MODEL = ("model", "batching", "scoring", "head")
 
 TASKS: dict[str, Task] = {t.name: t for t in (
     Task("heldout", _heldout, _summarise_heldout, lambda cfg, lang: True, _MODEL + ("text", "heldout", "heldout_eval")),

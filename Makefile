@@ -51,9 +51,10 @@ test: setup
 		$(FRESH_RUN) $(PY) -m pytest $(NOTEBOOKS) $(NBVAL) && \
 		BABEL_REPRODUCE_RUN=$$runs/default $(QUIET_ENV) $(PY) -m pytest tests/reproduction
 
-# Cross-machine checks (CI runs them after make test): the split in fresh processes under the native kernels
-# with 1 and 2 threads and under another CPU kernel set than this machine's (AVX2 on an AVX-512 machine, the
-# generic one on an AVX2 machine), then notebooks 01-02 under that set, checked against the reference.
+# Cross-machine checks (CI runs them after make test): the split and the bfloat16 LM head in fresh processes
+# under the native kernels with 1 and 2 threads and under another CPU kernel set than this machine's (AVX2 on
+# an AVX-512 machine, the generic one on an AVX2 machine), then notebooks 01-02 under that set, checked
+# against the reference.
 test-kernels: setup
 	$(QUIET_ENV) $(PY) -m pytest tests/test_kernel_sets.py -m kernels
 	kernels=$$($(PY) -m babel_utils.machine --other) && echo "kernel set: $$kernels" && \
@@ -63,9 +64,10 @@ test-kernels: setup
 		BABEL_REPRODUCE_ONLY=01,02 $(QUIET_ENV) $(PY) -m pytest tests/reproduction
 
 # Pipelines beyond the default run, in fresh run folders (CI runs it after make test): the eight notebooks on a
-# tiny plain-FFN model (every row of the architecture table is proved in make test), 01-05 on 30 languages.
+# tiny random Gemma 3 (the default's layout), a tiny plain-FFN model and a tiny native MoE (every row of the
+# architecture table is proved in make test), and on 30 languages.
 test-pipelines: setup
-	runs=$$(mktemp -d); $(FRESH_RUN) $(PY) -m pytest tests/test_pipelines.py -m pipelines
+	runs=$$(mktemp -d); $(FRESH_RUN) $(PY) -m pytest tests/test_notebooks_smoke.py tests/test_pipelines.py -m pipelines
 
 # Maintainers: re-execute the committed notebooks on the default config and store their results as the
 # reference the reproduction test compares with (notebooks/reference/default.json).

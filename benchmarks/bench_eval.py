@@ -7,6 +7,8 @@ Times, interleaved and best of `--repeats`, the next-token log-probabilities of 
 random tokens: (a) bare: the model with no hook; (b) masked: every row under its own expert mask
 (pruning.apply_row_masks, as 08 evaluates several masks in one batch); and the LM head alone on the
 same hidden states. Prints tokens per second, the masks' overhead and the share of the time in the head.
+Then the batching lever: `--masks` masks on 512 held-out tokens each (two rows of 256), evaluated in
+shared batches of `batch_size` rows (each row its own mask, as 08 does) against one mask at a time.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from babel_utils import adapters, pruning, scoring
+from babel_utils import adapters, config, data, lm_head, pruning, scoring
 from babel_utils.models import load_model, resolve_device
 
 
@@ -36,9 +38,11 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--n-experts", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--masks", type=int, default=8, help="masks of the batching comparison")
+    parser.add_argument("--head-dtype", default=config.BabelConfig().head_dtype, choices=lm_head.HEAD_DTYPES)
     args = parser.parse_args()
     device = resolve_device(args.device)
-    model, _ = load_model(args.model, "float32", str(device))
+    model, tokenizer = load_model(args.model, "float32", str(device))
     L, width = adapters.n_layers(model), adapters.d_ff(model)
     rng = np.random.default_rng(0)
     labels = np.stack([rng.permutation(np.arange(width) % args.n_experts) for _ in range(L)])
@@ -48,21 +52,19 @@ def main() -> None:
     n_tokens = args.rows * args.tokens
 
     def bare() -> None:
-        scoring._next_token_logprobs(model, ids, am)
+        scoring._next_token_logprobs(model, ids, am, head_dtype=args.head_dtype)
 
     def masked() -> None:
         with pruning.apply_row_masks(model, labels, masks) as select:
             select(range(args.rows))
-            scoring._next_token_logprobs(model, ids, am)
+            scoring._next_token_logprobs(model, ids, am, head_dtype=args.head_dtype)
 
     with torch.inference_mode():
         hidden = scoring._hidden_states(model, ids.to(device), am.to(device))[:, :-1].reshape(-1, hidden_width(model))
         targets = ids[:, 1:].reshape(-1).to(device)
-        positions = torch.arange(len(targets), device=device)
 
     def head() -> None:
-        with torch.inference_mode():
-            scoring._selected_logprobs(model, hidden, positions, targets)
+        lm_head.target_logprobs(model, hidden, targets, args.head_dtype)
 
     best = {"bare": float("inf"), "masked": float("inf"), "head": float("inf")}
     runs = {"bare": bare, "masked": masked, "head": head}
@@ -76,11 +78,46 @@ def main() -> None:
             sync(device)
             best[name] = min(best[name], time.perf_counter() - start)
     print(f"{args.model} on {device} ({torch.get_num_threads()} threads), {args.rows} x {args.tokens} tokens, "
-          f"best of {args.repeats}")
+          f"head {args.head_dtype}, best of {args.repeats}")
     print(f"bare forward: {n_tokens / best['bare']:.0f} tokens/s; masked (each row its own mask): "
           f"{n_tokens / best['masked']:.0f} tokens/s; overhead {best['masked'] / best['bare'] - 1:+.1%}")
     print(f"LM head alone: {best['head']:.2f} s of the bare forward's {best['bare']:.2f} s "
           f"({best['head'] / best['bare']:.0%})")
+    shared_batches(model, tokenizer, labels, args)
+
+
+def shared_batches(model: torch.nn.Module, tokenizer, labels: np.ndarray, args: argparse.Namespace) -> None:
+    """Masks sharing batches (rows under their own masks) against one mask per evaluation."""
+    cfg = config.BabelConfig().replace(head_dtype=args.head_dtype)
+    texts = data.heldout_texts(cfg, "en")
+    rng = np.random.default_rng(1)
+    masks = rng.random((args.masks, *labels.shape[:1], args.n_experts)) > 0.25
+
+    def shared() -> None:
+        with pruning.apply_row_masks(model, labels, masks) as select:
+            scoring.perplexity_many(model, tokenizer, texts, 512, cfg.seq_len, cfg.batch_size, args.masks, select,
+                                    head_dtype=cfg.head_dtype)
+
+    def one_at_a_time() -> None:
+        for mask in masks:
+            with pruning.apply_mask(model, labels, mask):
+                scoring.perplexity(model, tokenizer, texts, 512, cfg.seq_len, cfg.batch_size, head_dtype=cfg.head_dtype)
+
+    times = {}
+    for name, fn in (("shared", shared), ("one at a time", one_at_a_time)):
+        fn()
+        times[name] = min(timed(fn) for _ in range(args.repeats))
+    tokens = args.masks * 512
+    print(f"{args.masks} masks x 512 held-out tokens, head {cfg.head_dtype}: shared batches {tokens / times['shared']:.0f} "
+          f"tokens/s, one mask at a time {tokens / times['one at a time']:.0f} tokens/s "
+          f"({times['one at a time'] / times['shared']:.2f}x)")
+
+
+def timed(fn) -> float:
+    """Wall time of one call."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def hidden_width(model: torch.nn.Module) -> int:

@@ -1,12 +1,16 @@
-"""The LM head on the CPU: torch's float32 product (MKL) against numpy's (OpenBLAS), and what it does to
-the held-out evaluation of 08_pruning_eval.
+"""The LM head on the CPU, lever by lever: what each step of lm_head.py buys in notebook 08's evaluation.
 
     python benchmarks/bench_head.py            # the default model, 2 threads
     python benchmarks/bench_head.py --repeats 5
 
-Prints, best of `--repeats`: GFLOP/s of hidden [M, d_model] @ W.T for the head's shape with both BLAS,
-then tokens per second of `scoring.perplexity_many` (body + head, 8 variants sharing batches) with
-scoring.CPU_HEAD_BLAS set to each, and the largest relative difference of bits per byte between them.
+Prints, best of `--repeats`, seconds per POSITION_CHUNK positions of log p(target) through Gemma 3 270M's
+262,144 x 640 head, on hidden states of real held-out text:
+  1. float32, torch's product (MKL) and one log-softmax over the whole vocabulary (the old way);
+  2. float32, numpy's product (OpenBLAS), reduced over vocabulary chunks (lm_head.py, head_dtype float32);
+  3. bfloat16 emulated: the float32 product of the rounded matrices, rounded again (a CPU without bfloat16);
+  4. bfloat16 native (AVX512-BF16 / AMX; only where the CPU has it);
+then tokens per second of `scoring.perplexity_many` (body + head, 8 mask variants sharing batches, as 08
+runs them) at each head_dtype, and the largest relative difference of bits per byte between them.
 """
 
 from __future__ import annotations
@@ -14,10 +18,9 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
 import torch
 
-from babel_utils import config, data, scoring
+from babel_utils import config, data, lm_head, scoring
 from babel_utils.models import load_model
 
 
@@ -31,38 +34,69 @@ def best_of(fn, repeats: int) -> float:
     return min(times)
 
 
+@torch.inference_mode()
+def old_float32(model: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The head as 08 ran it before lm_head.py: torch's product, one log-softmax over [N, vocab] logits."""
+    logits = model.get_output_embeddings()(hidden)
+    return logits.log_softmax(-1).gather(-1, targets[:, None])[:, 0]
+
+
+def head(model: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, dtype: str, native: bool):
+    """lm_head.target_logprobs at `dtype`, bfloat16 natively or emulated as asked (whatever the CPU has)."""
+    def run() -> torch.Tensor:
+        real, lm_head.native_bf16 = lm_head.native_bf16, lambda device: native
+        try:
+            return lm_head.target_logprobs(model, hidden, targets, dtype)
+        finally:
+            lm_head.native_bf16 = real
+    return run
+
+
 def main() -> None:
-    """Time both BLAS on the head alone and in the evaluation."""
+    """Time each lever of the head and the evaluation at each precision."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="gemma-3-270m")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--tokens", type=int, default=256, help="held-out tokens per variant")
+    parser.add_argument("--tokens", type=int, default=512, help="held-out tokens per variant")
     args = parser.parse_args()
-    torch.manual_seed(0)
     model, tokenizer = load_model(args.model, "float32", "cpu")
-    weight = model.get_output_embeddings().weight.detach()
-    vocab, width = weight.shape
-    print(f"{args.model}: LM head {vocab} x {width}, torch {torch.get_num_threads()} threads")
-    for rows in (64, scoring.HEAD_CHUNK):
-        hidden = torch.randn(rows, width)
-        flops = 2 * rows * width * vocab
-        t_torch = best_of(lambda: hidden @ weight.T, args.repeats)
-        t_numpy = best_of(lambda: np.matmul(hidden.numpy(), weight.numpy().T), args.repeats)
-        print(f"head [{rows} x {width}] @ [{width} x {vocab}]: torch {flops / t_torch / 1e9:.0f} GFLOP/s, "
-              f"numpy {flops / t_numpy / 1e9:.0f} GFLOP/s ({t_torch / t_numpy:.2f}x)")
-    texts = data.heldout_texts(config.BabelConfig(), "en")
-    results, rates = {}, {}
-    variants = 8
-    for blas in ("torch", "numpy"):
-        scoring.CPU_HEAD_BLAS = blas
-        run = lambda: scoring.perplexity_many(model, tokenizer, texts, args.tokens, 256, 8, variants)
-        seconds = best_of(run, args.repeats)
-        results[blas], rates[blas] = run(), variants * args.tokens / seconds
-        print(f"perplexity_many, head by {blas}: {rates[blas]:.0f} tokens/s")
+    cfg = config.BabelConfig()
+    texts = data.heldout_texts(cfg, "en")
+    n = lm_head.POSITION_CHUNK
+    packed = data.pack_tokens(tokenizer, texts, n + 1, budget=n)
+    with torch.inference_mode():
+        hidden = scoring._hidden_states(model, packed.input_ids[:1], packed.attention_mask[:1])[0, :-1]
+    targets = packed.input_ids[0, 1:]
+    vocab, width = model.get_output_embeddings().weight.shape
+    native = lm_head.native_bf16(torch.device("cpu"))
+    print(f"{args.model}: LM head {vocab} x {width}, torch {torch.get_num_threads()} threads, "
+          f"CPU kernels {torch.backends.cpu.get_cpu_capability()}, native bfloat16: {native}")
+    levers = [("1. float32, torch product, whole log-softmax", lambda: old_float32(model, hidden, targets)),
+              ("2. float32, numpy product, vocabulary chunks", head(model, hidden, targets, "float32", False)),
+              ("3. bfloat16 emulated (float32 product, rounded)", head(model, hidden, targets, "bfloat16", False))]
+    if native:
+        levers.append(("4. bfloat16 native", head(model, hidden, targets, "bfloat16", True)))
+    seconds = {}
+    for name, fn in levers:
+        fn()  # warm-up (and the head's prepared matrix)
+        seconds[name] = best_of(fn, args.repeats)
+    if native:
+        gap = (levers[3][1]() - levers[2][1]()).abs().max()
+        print(f"native against emulated bfloat16: largest |difference of log p| {float(gap):.1e}")
+    base = seconds["1. float32, torch product, whole log-softmax"]
+    for name, s in seconds.items():
+        print(f"{name}: {s:.3f} s per {n} positions ({base / s:.2f}x the first)")
+    variants, results, rates = 8, {}, {}
+    for dtype in lm_head.HEAD_DTYPES:
+        run = lambda: scoring.perplexity_many(model, tokenizer, texts, args.tokens, cfg.seq_len, cfg.batch_size,
+                                              variants, head_dtype=dtype)
+        results[dtype] = run()  # and the warm-up
+        rates[dtype] = variants * args.tokens / best_of(run, args.repeats)
+        print(f"perplexity_many, {variants} variants x {args.tokens} tokens, head {dtype}: {rates[dtype]:.0f} tokens/s")
     diff = max(abs(a["bits_per_byte"] - b["bits_per_byte"]) / b["bits_per_byte"]
-               for a, b in zip(results["numpy"], results["torch"]))
-    print(f"evaluation speed-up {rates['numpy'] / rates['torch']:.2f}x; "
-          f"largest relative difference of bits per byte {diff:.1e}")
+               for a, b in zip(results["bfloat16"], results["float32"]))
+    print(f"evaluation speed-up of the bfloat16 head {rates['bfloat16'] / rates['float32']:.2f}x; "
+          f"relative difference of bits per byte {diff:.1e}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from torch import nn
 from babel_utils import data, metrics
 from babel_utils.adapters import d_ff, n_layers
 from babel_utils.config import BabelConfig
-from babel_utils import scoring, tasks
+from babel_utils import tasks
 from babel_utils.scoring import generate_greedy, perplexity
 from babel_utils.tasks import choice_loglik_scores, extract_answer, mgsm_eval, mgsm_prompt, xcsqa_prompt
 from babel_utils.models import load_model

@@ -1,11 +1,13 @@
 """Same config, same labels: the split does not depend on torch's CPU kernels, the thread count or the
-order of summation (kmeans.py works in exact integer arithmetic); ties are broken by index everywhere."""
+order of summation (kmeans.py works in exact integer arithmetic); ties are broken by index everywhere. And the
+same bits per byte: the bfloat16 LM head gives the same numbers where it is emulated (lm_head.py)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,13 +17,15 @@ from babel_utils.counting import select, top_mask
 from babel_utils.kmeans import balanced_kmeans, exact_bits, quantize_rows
 from babel_utils.machine import kernel_environment, other_kernel_set
 from babel_utils.paths import REPO_ROOT
+from babel_utils.reproduction import BPB_REL_TOL
 
 PROBE = REPO_ROOT / "tests" / "probes" / "split_probe.py"
+HEAD_PROBE = REPO_ROOT / "tests" / "probes" / "head_probe.py"
 
 
-def start_probe(kernels: str, threads: int) -> subprocess.Popen:
-    """A fresh interpreter printing the labels' hashes under the named kernel set with `threads` threads."""
-    return subprocess.Popen([sys.executable, str(PROBE), "--gemma"], env=kernel_environment(kernels, threads=threads),
+def start_probe(kernels: str, threads: int, probe: Path = PROBE, *args: str) -> subprocess.Popen:
+    """A fresh interpreter running a probe under the named kernel set with `threads` threads."""
+    return subprocess.Popen([sys.executable, str(probe), *args], env=kernel_environment(kernels, threads=threads),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
 
 
@@ -38,7 +42,7 @@ def test_split_labels_are_identical_under_every_kernel_set_and_thread_count():
     # that failed before the split was exact), the generic set (scalar torch, SSE4, MKL's compatible path)
     # on an AVX2 one. The probes run side by side: the labels must not depend on what else the machine does.
     settings = [("native", 2), ("native", 1), (other_kernel_set(), 2)]
-    processes = {setting: start_probe(*setting) for setting in settings}
+    processes = {setting: start_probe(*setting, PROBE, "--gemma") for setting in settings}
     runs = {setting: probe_result(process) for setting, process in processes.items()}
     reference = runs[("native", 2)]["labels"]
     assert len(reference) == 7
@@ -48,6 +52,23 @@ def test_split_labels_are_identical_under_every_kernel_set_and_thread_count():
     # at least one forced set really ran other kernels than the native ones (else this test proves nothing)
     native = runs[("native", 2)]["machine"]["cpu_capability"]
     assert runs[(other_kernel_set(), 2)]["machine"]["cpu_capability"] != native
+
+
+@pytest.mark.kernels
+def test_the_bfloat16_head_gives_the_same_bits_per_byte_under_every_kernel_set():
+    # the other kernel set caps oneDNN below bfloat16 products, so there the head is emulated in float32:
+    # the committed run's numbers (made with native bfloat16 where the CPU has it) must come out again
+    settings = [("native", 2), ("native", 1), (other_kernel_set(), 2)]
+    runs = {setting: probe_result(start_probe(*setting, HEAD_PROBE)) for setting in settings}
+    assert not runs[(other_kernel_set(), 2)]["native_bf16"]
+    reference = runs[("native", 2)]["bits_per_byte"]
+    for (kernels, threads), found in runs.items():
+        for key, value in reference.items():
+            assert found["bits_per_byte"][key] == pytest.approx(value, rel=BPB_REL_TOL), (kernels, threads, key)
+    # bfloat16 moves bits per byte a little against float32, and the probe can tell the two apart
+    for lang in ("en", "hi", "zh"):
+        assert reference[f"{lang} bfloat16"] != reference[f"{lang} float32"]
+        assert reference[f"{lang} bfloat16"] == pytest.approx(reference[f"{lang} float32"], rel=5e-3)
 
 
 def test_quantized_dot_products_are_exact_in_any_summation_order():

@@ -1,4 +1,6 @@
-"""Every notebook of notebooks/ runs through papermill on configs/smoke.yaml and writes what it promises."""
+"""Every notebook of notebooks/ runs through papermill on configs/smoke.yaml (a tiny random Gemma 3) and writes
+what it promises. A pipeline test (make test-pipelines, which CI runs after make test): make test executes the
+same notebooks on the real default model under nbval."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import pandas as pd
 import pytest
 
 from babel_utils import config, paths, plotting, runner
+
+pytestmark = pytest.mark.pipelines
 
 SMOKE = paths.CONFIGS_DIR / "smoke.yaml"
 

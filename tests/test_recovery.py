@@ -4,7 +4,6 @@ found in shuffled labels, and the sentences follow the p-values."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 from sklearn.metrics import adjusted_rand_score
 

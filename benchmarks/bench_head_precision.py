@@ -1,0 +1,84 @@
+"""What the bfloat16 LM head does to notebook 08's numbers: every held-out evaluation of a run, at each head_dtype.
+
+    BABEL_CACHE=<the run's stage cache> python benchmarks/bench_head_precision.py runs/default
+
+Evaluates, through the stage cache (so the run's own bfloat16 evaluations are reused and only float32 ones
+are computed), every job of the run's main comparison (the unpruned model and each mask on its own language,
+eval_max_tokens) and of its cross-language matrix (cross_language_max_tokens), with the head at float32 and at
+bfloat16. Prints the largest relative difference of bits per byte, the largest change of a mask's relative
+change against the unpruned model (what 08's verdicts read), and whether any verdict of 08 changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from babel_utils import config, evaluation, paths, pruning, stages
+from babel_utils.models import load_model
+
+
+def jobs_of(cfg: config.BabelConfig, specs: list[pruning.MaskSpec]) -> dict[str, tuple[config.BabelConfig, list]]:
+    """08's held-out jobs by comparison: (the config they are evaluated under, [(mask, evaluated language)])."""
+    langs = list(dict.fromkeys(s.language for s in specs))
+    L, E = specs[0].mask.shape
+    dense = {lang: pruning.dense_spec(lang, L, E) for lang in langs}
+    ratio = pruning.nearest_ratio(cfg.prune_ratios, cfg.cross_language_ratio)
+    mask_of = functools.partial(pruning.find_spec, specs, default_seed=cfg.random_seeds[0])
+    cross = [(mask_of(a, "sorting", ratio), b) for a in langs for b in langs] + [(dense[b], b) for b in langs]
+    return {"main": (cfg, [(dense[lang], lang) for lang in langs] + [(s, s.language) for s in specs]),
+            "cross-language": (cfg.replace(eval_max_tokens=cfg.cross_language_max_tokens or cfg.eval_max_tokens), cross)}
+
+
+def verdicts(cfg: config.BabelConfig, labels, table: pd.DataFrame, jobs: list) -> pd.Series:
+    """Every verdict 08 states on the main comparison: against the unpruned model and against random."""
+    blocks = stages.heldout_blocks(cfg, labels, jobs)
+    boot = evaluation.Bootstrap(cfg.eval_bootstrap, cfg.interval_level, cfg.seed)
+    dense = evaluation.against_dense(table, blocks, boot).set_index(["mask", "language"])["verdict"]
+    guided = evaluation.guided_vs_random(table, "bits_per_byte", blocks, boot)
+    guided = guided.set_index(["method", "ratio", "language"])["verdict"]
+    return pd.concat([dense.rename(lambda k: f"vs dense {k}"), guided.rename(lambda k: f"vs random {k}")])
+
+
+def main() -> None:
+    """Evaluate at both precisions and print the differences."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="a run folder (runs/<run_name>) whose 07_pruning has run")
+    args = parser.parse_args()
+    cfg = config.load_config(args.run / "config.yaml")
+    res = paths.results_dir(args.run)
+    model, tokenizer = load_model(cfg.model, cfg.dtype, cfg.device, cfg.device_map)
+    labels = stages.load_labels(cfg, model, res)
+    specs = stages.load_masks(cfg, res)
+    for part, (part_cfg, jobs) in jobs_of(cfg, specs).items():
+        tables, said = {}, {}
+        for dtype in ("bfloat16", "float32"):
+            dtype_cfg = part_cfg.replace(head_dtype=dtype)
+            start = time.perf_counter()
+            tables[dtype] = stages.evaluate_jobs(dtype_cfg, model, tokenizer, labels, jobs, "heldout", desc=dtype)
+            print(f"{part}: {len(jobs)} evaluations of {part_cfg.eval_max_tokens} tokens at {dtype} in "
+                  f"{time.perf_counter() - start:.0f} s (cached ones read)")
+            if part == "main":
+                said[dtype] = verdicts(dtype_cfg, labels, tables[dtype], jobs)
+        bpb = {d: t[t["metric"] == "bits_per_byte"].reset_index(drop=True) for d, t in tables.items()}
+        rel = (bpb["bfloat16"]["value"] - bpb["float32"]["value"]) / bpb["float32"]["value"]
+        worst = rel.abs().idxmax()
+        row = bpb["float32"].loc[worst]
+        print(f"{part}: bits per byte, bfloat16 against float32: largest relative difference {rel.abs().max():.2e} "
+              f"({row['mask']} on {row['language']}: {row['value']:.5f} -> {bpb['bfloat16'].loc[worst, 'value']:.5f}), "
+              f"mean {rel.mean():+.2e}")
+        change = {d: evaluation.relative_to_dense(t)["relative"] for d, t in bpb.items()}
+        print(f"{part}: largest change of a relative change against the unpruned model: "
+              f"{(change['bfloat16'] - change['float32']).abs().max():.2e} (absolute, in relative units)")
+        if part == "main":
+            differ = said["bfloat16"][said["bfloat16"] != said["float32"]]
+            print(f"main: {len(said['float32'])} verdicts, {len(differ)} differ between the precisions"
+                  + "".join(f"\n  {k}: float32 {said['float32'][k]!r}, bfloat16 {v!r}" for k, v in differ.items()))
+
+
+if __name__ == "__main__":
+    main()

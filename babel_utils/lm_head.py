@@ -69,7 +69,8 @@ def _prepare(head: nn.Module, head_dtype: str, device: torch.device) -> _Prepare
     """The head's matrix for `head_dtype`, cached on the head module until its weight changes."""
     weight = head.weight.detach()
     native = head_dtype == "bfloat16" and native_bf16(device)
-    key = (weight.data_ptr(), weight._version, weight.dtype, head_dtype, native)
+    version = 0 if weight.is_inference() else weight._version  # inference tensors keep no version counter
+    key = (weight.data_ptr(), version, weight.dtype, head_dtype, native)
     cached = getattr(head, "_babel_head", None)
     if cached is not None and cached.key == key:
         return cached

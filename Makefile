@@ -65,9 +65,10 @@ test-kernels: setup
 
 # Pipelines beyond the default run, in fresh run folders (CI runs it after make test): the eight notebooks on a
 # tiny random Gemma 3 (the default's layout), a tiny plain-FFN model and a tiny native MoE (every row of the
-# architecture table is proved in make test), and on 30 languages.
+# architecture table is proved in make test), and on 30 languages; and the GPU check's every part on the CPU.
 test-pipelines: setup
-	runs=$$(mktemp -d); $(FRESH_RUN) $(PY) -m pytest tests/test_notebooks_smoke.py tests/test_pipelines.py -m pipelines
+	runs=$$(mktemp -d); $(FRESH_RUN) $(PY) -m pytest tests/test_notebooks_smoke.py tests/test_pipelines.py \
+		tests/test_gpu_check.py -m pipelines
 
 # Maintainers: re-execute the committed notebooks on the default config and store their results as the
 # reference the reproduction test compares with (notebooks/reference/default.json).

@@ -125,7 +125,7 @@ def _chunk_logprobs(model: nn.Module, hidden: torch.Tensor, targets: torch.Tenso
         rows = inside.nonzero().squeeze(-1)
         target_logit[rows] = logits[rows, targets[rows] - start]
         new_max = torch.maximum(running_max, logits.amax(-1))
-        total = total * torch.exp(running_max - new_max) + torch.exp(logits - new_max[:, None]).sum(-1)
+        total = total * torch.exp(running_max - new_max) + logits.sub_(new_max[:, None]).exp_().sum(-1)
         running_max = new_max
     return target_logit - running_max - torch.log(total)
 

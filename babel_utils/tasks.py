@@ -2,8 +2,9 @@
 
 - held-out: perplexity and bits per byte (`scoring.perplexity_many`).
 - MGSM (`mgsm_eval_many`): zero-shot prompt "Question: {question}\\nAnswer:", the same English markers for
-  every language (only the question's language changes), greedy generation, `extract_answer`
-  (rules in its docstring), plus the log-likelihood of the gold answer " {answer}" given the prompt.
+  every language (only the question's language changes); the log-likelihood of the gold answer " {answer}"
+  given the prompt for each of `mgsm_n` problems, and greedy generation with `extract_answer` (rules in its
+  docstring) for the first `mgsm_generate_n` of them (a generation costs `gen_max_new_tokens` forwards).
 - X-CSQA (`choice_loglik_scores`): log-likelihood of each choice " {text}" after
   "Question: {stem}\\nAnswer:"; predicted = argmax of the log-likelihood divided by the number of
   characters of the continuation (" " + choice), as lm-eval's acc_norm (the unnormalised argmax

@@ -1,7 +1,8 @@
 """benchmarks/gpu_check.py --tiny runs every part of the GPU check on the CPU, and every row comes out clean.
 
 The GPU run (issue 14) gets one chance on a borrowed machine; this test runs the same code paths with tiny
-shapes, so a part that breaks here would have broken there.
+shapes, so a part that breaks here would have broken there. It executes a notebook, so it runs with the
+pipelines (make test-pipelines, which CI runs after make test).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+pytestmark = pytest.mark.pipelines
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = REPO_ROOT / "benchmarks" / "gpu_check.py"

@@ -126,6 +126,20 @@ def _blocks(tokenizer: PreTrainedTokenizerBase, token_nll: np.ndarray, targets: 
             "block_bytes": [scored_bytes(tokenizer, targets[s:s + block]) for s in starts]}
 
 
+def _length_batches(items: list[tuple[int, int]], length: Sequence[int], batch_size: int) -> list[list]:
+    """(variant, row) items in batches of up to `batch_size` rows of similar length, longest first: the short
+    last row of a text (512 tokens are rows of 255 + 255 + 2) never pads a batch of full rows, so the width
+    _row_nll trims to is never much more than what the batch holds (a third less body work at 512 tokens)."""
+    batches: list[list] = []
+    for item in sorted(items, key=lambda item: -length[item[1]]):
+        batch = batches[-1] if batches else None
+        if batch is None or len(batch) == batch_size or 2 * length[item[1]] < length[batch[0][1]]:
+            batches.append([item])
+        else:
+            batch.append(item)
+    return batches
+
+
 def perplexity(model: nn.Module, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_tokens: int,
                seq_len: int, batch_size: int, head_dtype: str = "float32") -> dict[str, float]:
     """Next-token NLL of held-out texts: nll_sum (nats), n_tokens, n_bytes, perplexity, bits_per_byte."""
@@ -142,15 +156,11 @@ def perplexity_many(model: nn.Module, tokenizer: PreTrainedTokenizerBase, texts:
     `block_tokens` each also holds its NLL and bytes per block of that many scored tokens (`_blocks`)."""
     packed = data.pack_tokens(tokenizer, texts, seq_len, budget=max_tokens)
     scored = data.count_mask(packed, tokenizer.bos_token_id)[:, 1:]  # targets: real, not BOS, not padding
-    # rows by length, longest first, so that short last rows (512 tokens are 255 + 255 + 2) share batches
-    # and the padding _row_nll trims is never run: a third less body work at 512 tokens
     length = packed.attention_mask.sum(1).tolist()
-    items = sorted(((v, r) for v in range(n_variants) for r in range(packed.input_ids.shape[0])),
-                   key=lambda item: -length[item[1]])
+    items = [(v, r) for v in range(n_variants) for r in range(packed.input_ids.shape[0])]
     nll = np.zeros(n_variants)
     per_token: dict[tuple[int, int], torch.Tensor] = {}
-    for start in tqdm(range(0, len(items), batch_size), desc="perplexity", unit="batch", leave=False):
-        chunk = items[start:start + batch_size]
+    for chunk in tqdm(_length_batches(items, length, batch_size), desc="perplexity", unit="batch", leave=False):
         rows = [r for _, r in chunk]
         if on_batch is not None:
             on_batch([v for v, _ in chunk])

@@ -536,3 +536,15 @@ def test_heldout_results_carry_the_blocks_the_intervals_resample(llama, tmp_path
         b = blocks[("en", "en", mask)]
         assert len(b.nll) == math.ceil(cfg.eval_max_tokens / 8)
         assert b.bits_per_byte() == pytest.approx(bpb[mask], rel=1e-9)  # byte-level tokenizer: bytes add up exactly
+
+
+def test_rows_are_batched_by_length_and_each_is_scored_once():
+    from babel_utils.scoring import _length_batches
+
+    length = [255, 255, 2]  # 512 held-out tokens in rows of BOS + 255
+    items = [(v, r) for v in range(5) for r in range(3)]
+    batches = _length_batches(items, length, 4)
+    assert sorted(i for b in batches for i in b) == sorted(items)
+    assert all(len(b) <= 4 for b in batches)
+    # no batch of full rows is padded by a short one: the full rows fill 3 batches, the short ones 2
+    assert [sorted({length[r] for _, r in b}) for b in batches] == [[255]] * 3 + [[2]] * 2

@@ -7,8 +7,9 @@ Times, interleaved and best of `--repeats`, the next-token log-probabilities of 
 random tokens: (a) bare: the model with no hook; (b) masked: every row under its own expert mask
 (pruning.apply_row_masks, as 08 evaluates several masks in one batch); and the LM head alone on the
 same hidden states. Prints tokens per second, the masks' overhead and the share of the time in the head.
-Then the batching lever: `--masks` masks on 512 held-out tokens each (two rows of 256), evaluated in
-shared batches of `batch_size` rows (each row its own mask, as 08 does) against one mask at a time.
+Then the batching levers: `--masks` masks on 512 held-out tokens each (rows of BOS + 255: 255 + 255 + 2),
+evaluated in shared batches of `batch_size` rows (each row its own mask, as 08 does) with rows batched by
+length (scoring._length_batches), the same batches filled in (variant, row) order, and one mask at a time.
 """
 
 from __future__ import annotations
@@ -103,14 +104,24 @@ def shared_batches(model: torch.nn.Module, tokenizer, labels: np.ndarray, args: 
             with pruning.apply_mask(model, labels, mask):
                 scoring.perplexity(model, tokenizer, texts, 512, cfg.seq_len, cfg.batch_size, head_dtype=cfg.head_dtype)
 
+    def in_row_order() -> None:  # shared batches filled in (variant, row) order: short last rows pad full ones
+        real = scoring._length_batches
+        scoring._length_batches = lambda items, length, size: [items[i:i + size] for i in range(0, len(items), size)]
+        try:
+            shared()
+        finally:
+            scoring._length_batches = real
+
     times = {}
-    for name, fn in (("shared", shared), ("one at a time", one_at_a_time)):
+    for name, fn in (("shared", shared), ("in row order", in_row_order), ("one at a time", one_at_a_time)):
         fn()
         times[name] = min(timed(fn) for _ in range(args.repeats))
     tokens = args.masks * 512
-    print(f"{args.masks} masks x 512 held-out tokens, head {cfg.head_dtype}: shared batches {tokens / times['shared']:.0f} "
-          f"tokens/s, one mask at a time {tokens / times['one at a time']:.0f} tokens/s "
-          f"({times['one at a time'] / times['shared']:.2f}x)")
+    print(f"{args.masks} masks x 512 held-out tokens (rows of 255 + 255 + 2), head {cfg.head_dtype}: shared batches "
+          f"with rows by length {tokens / times['shared']:.0f} tokens/s; shared batches in row order "
+          f"{tokens / times['in row order']:.0f} tokens/s ({times['in row order'] / times['shared']:.2f}x the time); "
+          f"one mask at a time {tokens / times['one at a time']:.0f} tokens/s "
+          f"({times['one at a time'] / times['shared']:.2f}x the time)")
 
 
 def timed(fn) -> float:

@@ -102,11 +102,9 @@ def _logit_chunks(hidden: torch.Tensor, prepared: _Prepared, head_dtype: str) ->
 
 
 def _head_input(hidden: torch.Tensor, prepared: _Prepared, head_dtype: str) -> torch.Tensor:
-    """The hidden states rounded to the head's input precision (bfloat16 values kept as float32 to emulate)."""
-    if head_dtype == "float32":
-        return hidden.float().contiguous()
-    rounded = hidden.to(torch.bfloat16)
-    return (rounded if prepared.native else rounded.float()).contiguous()
+    """The hidden states rounded to the head's input precision, in the dtype of its prepared matrix."""
+    rounded = hidden.to(torch.bfloat16) if head_dtype == "bfloat16" else hidden
+    return rounded.to(prepared.weight.dtype).contiguous()
 
 
 def _chunk_logprobs(model: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, prepared: _Prepared,

@@ -174,16 +174,16 @@ def mgsm_eval_many(model: nn.Module, tokenizer: PreTrainedTokenizerBase, df: pd.
     items = [(v, i) for v in range(n_variants) for i in range(len(prompts[v]))]
     generated = [j for j, (_, i) in enumerate(items) if n_generate is None or i < n_generate]
 
-    def select(idx: list[int], rows: list[int]) -> None:
-        if on_batch is not None:
-            on_batch([items[rows[j]][0] for j in idx])
+    def select(positions: Sequence[int]) -> Callable[[list[int]], None] | None:
+        """on_batch for a forward over items[positions[j]], j in the batch: the variant of each row."""
+        return None if on_batch is None else (lambda idx: on_batch([items[positions[j]][0] for j in idx]))
 
     generations = generate_greedy(model, tokenizer, [prompts[v][i] for v, i in (items[j] for j in generated)],
                                   max_new_tokens, batch_size * n_variants, desc="mgsm", stop_at=_NEXT_QUESTION,
-                                  on_batch=lambda idx: select(idx, generated))
+                                  on_batch=select(generated))
     gold = continuation_logliks(model, tokenizer,
                                 [(prompts[v][i], " " + str(dfs[v]["answer"].iloc[i])) for v, i in items],
-                                batch_size, desc="mgsm gold", on_batch=lambda idx: select(idx, list(range(len(items)))),
+                                batch_size, desc="mgsm gold", on_batch=select(range(len(items))),
                                 head_dtype=head_dtype)
     text = dict(zip(generated, generations))
     tables = []

@@ -128,6 +128,12 @@ def _chunk_logprobs(model: nn.Module, hidden: torch.Tensor, targets: torch.Tenso
     return target_logit - running_max - torch.log(total)
 
 
+def whole_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) per position [N] from whole logits [N, vocab] (a model or head babel cannot take apart),
+    a float32 log-softmax."""
+    return logits.float().log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
 @torch.inference_mode()
 def target_logprobs(model: nn.Module, hidden: torch.Tensor, targets: torch.Tensor,
                     head_dtype: str = "float32") -> torch.Tensor:
@@ -136,8 +142,7 @@ def target_logprobs(model: nn.Module, hidden: torch.Tensor, targets: torch.Tenso
     head = model.get_output_embeddings()
     check_head_dtype(head_dtype)
     if not isinstance(head, nn.Linear):  # a head babel cannot take apart: its own forward, in float32
-        logits = output_logits(model, head(hidden)).float()
-        return logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        return whole_logprobs(output_logits(model, head(hidden)), targets)
     prepared = _prepare(head, head_dtype, hidden.device)
     out = []
     for start in range(0, hidden.shape[0], POSITION_CHUNK):

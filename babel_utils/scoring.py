@@ -43,11 +43,6 @@ log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- log-probabilities
 
-def _token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """log p(target) per position, [T], from whole logits (models babel cannot take apart), in float32."""
-    return logits.float().log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-
-
 def _hidden_states(model: nn.Module, ids: torch.Tensor, am: torch.Tensor) -> torch.Tensor:
     """Last hidden states [B, T, d_model] of the model body (no LM head: logits are made where needed)."""
     return body(model)(input_ids=ids, attention_mask=am, use_cache=False).last_hidden_state
@@ -82,7 +77,7 @@ def _next_token_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_ma
                                        head_dtype)
     else:
         logits = model(input_ids=ids, attention_mask=am, use_cache=False).logits[:, :-1]
-        logp = _token_logprobs(logits[rows.to(logits.device), cols.to(logits.device)], targets)
+        logp = lm_head.whole_logprobs(logits[rows.to(logits.device), cols.to(logits.device)], targets)
     out = torch.zeros(want.shape, dtype=torch.float64)
     out[rows, cols] = logp.double().cpu()
     return out

@@ -1,22 +1,25 @@
-"""Stage results cached on disk, keyed by a hash of the parameters that made them."""
+"""Stage results cached on disk, keyed by a hash of the parameters and the code that made them."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from . import results
 from .config import BabelConfig, section_fields
+from .fingerprint import code_fingerprint
 from .paths import stage_cache_dir
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# The config sections (config.SECTIONS) each stage's results depend on: their fields, and nothing else, key
-# its cache. Evaluations are keyed by their task's sections (tasks.Task.reads) plus the mask, labels and language.
+# The config sections (config.SECTIONS) each stage's results depend on: their fields key its cache, beside the
+# fingerprint of the code the stage runs (fingerprint.STAGE_CODE). Evaluations are keyed by their task's
+# sections (tasks.Task.reads) plus the task, the mask, labels and language.
 RECORDING: tuple[str, ...] = ("model", "text", "calibration", "scoring", "record")  # what one pass over a text shares
 STAGE_READS: dict[str, tuple[str, ...]] = {
     "split": ("model", "split", "seed"),
@@ -25,6 +28,8 @@ STAGE_READS: dict[str, tuple[str, ...]] = {
     # the offline tuning's instructions come from the bundled UDHR whatever the text section says
     "tuning": ("model", "languages", "calibration", "heldout", "seed", "tuning"),
     "pruning": RECORDING + ("split", "seed", "languages", "high_frequency", "pruning"),
+    # an evaluation is keyed by its own task's sections (tasks.Task.reads); the table of 08 by all of them
+    "eval": ("model", "batching", "scoring", "head", "text", "heldout", "heldout_eval", "mgsm", "xcsqa"),
 }
 
 
@@ -34,24 +39,37 @@ UPSTREAM: dict[str, tuple[str, str]] = {
     "expert_kind": ("split", "01_split"),
     "frequencies": ("record", "02_record"),
     "masks": ("pruning", "07_pruning"),
+    "pruning_eval": ("eval", "08_pruning_eval"),
 }
 
 
+class OtherCodeWarning(UserWarning):
+    """An upstream result in a run folder was made by other code than the installed babel_utils."""
+
+
 def provenance(cfg: BabelConfig, name: str) -> dict[str, Any]:
-    """What an upstream result records about its making (results.save(..., made_with=provenance(cfg, name)))."""
+    """What an upstream result records about its making (results.save(..., made_with=provenance(cfg, name))):
+    its stage's parameters and the fingerprint of its stage's code (`code`)."""
     stage, _ = UPSTREAM[name]
-    return json.loads(json.dumps(stage_params(cfg, stage), default=str))
+    return json.loads(json.dumps({**stage_params(cfg, stage), "code": code_fingerprint(stage)}, default=str))
 
 
 def check_provenance(folder: Path, cfg: BabelConfig, name: str) -> None:
     """Stop, naming the parameter, when an upstream result in a run folder was made with other parameters
-    than `cfg` says (a notebook run alone with papermill on changed upstream values): never mix silently."""
+    than `cfg` says (a notebook run alone with papermill on changed upstream values): never mix silently.
+    Say so (an OtherCodeWarning) when it was made by other code than the stage's code now."""
     made = results.made_with(folder, name)
     if made is None:
         log.warning("%s in %s records no parameters (made before babel recorded them): not checked", name, folder)
         return
     now = provenance(cfg, name)
-    differ = [key for key in now if key in made and made[key] != now[key]]
+    stage, notebook = UPSTREAM[name]
+    if made.get("code", now["code"]) != now["code"]:
+        warnings.warn(f"{name} in {folder} was made by other code than this babel_utils runs for {notebook} "
+                      f"(stage {stage!r}: code {made['code']}, now {now['code']}). Rerun {notebook} and what "
+                      f"follows it (`babel run CONFIG`: stages whose code did not change are reused).",
+                      OtherCodeWarning, stacklevel=2)
+    differ = [key for key in now if key != "code" and key in made and made[key] != now[key]]
     if differ:
         key, (_, notebook) = differ[0], UPSTREAM[name]
         also = f" (also {', '.join(differ[1:])})" if differ[1:] else ""
@@ -72,9 +90,16 @@ def stage_params(cfg: BabelConfig, stage: str, fields: tuple[str, ...] | None = 
     return params
 
 
-def stage_key(cfg: BabelConfig, stage: str, **extra: Any) -> str:
-    """Short hash of a stage's parameters."""
+def params_key(cfg: BabelConfig, stage: str, **extra: Any) -> str:
+    """Short hash of a stage's parameters alone (what names a committed artifact, an input like the weights)."""
     blob = json.dumps({"stage": stage, **stage_params(cfg, stage, **extra)}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def stage_key(cfg: BabelConfig, stage: str, **extra: Any) -> str:
+    """Short hash of a stage's parameters and of the code that computes it (fingerprint.code_fingerprint)."""
+    params = stage_params(cfg, stage, **extra)
+    blob = json.dumps({"stage": stage, "code": code_fingerprint(stage), **params}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -91,9 +116,9 @@ def is_cached(cfg: BabelConfig, stage: str, **extra: Any) -> bool:
 def cached(cfg: BabelConfig, stage: str, compute: Callable[[], dict[str, Any]], **extra: Any) -> dict[str, Any]:
     """Load a stage's named results if these parameters made them before, else compute and store them.
 
-    `compute` returns {name: table | array | JSON-able}. Each result lands atomically, and the JSON
-    sidecar (`meta.json`: the stage's parameters, the full config, package versions, git commit) is
-    written last, so only a complete stage counts as cached and a killed run recomputes just that stage.
+    `compute` returns {name: table | array | JSON-able}. Each result lands atomically, and the JSON sidecar
+    (`meta.json`: the stage's parameters and code fingerprint, the full config, package versions, git commit)
+    is written last, so only a complete stage counts as cached and a killed run recomputes just that stage.
     """
     folder = stage_dir(cfg, stage, **extra)
     meta = folder / "meta.json"
@@ -105,7 +130,8 @@ def cached(cfg: BabelConfig, stage: str, compute: Callable[[], dict[str, Any]], 
         for name, value in values.items():
             results.save(folder, name, value)
         results.write_json(meta, results.sidecar(cfg.to_dict(), stage=stage, names=sorted(values),
-                                                 params=stage_params(cfg, stage, **extra)))
+                                                 params=stage_params(cfg, stage, **extra),
+                                                 code=code_fingerprint(stage)))
     # Always return what was stored, so a first run and a cached rerun see exactly the same objects.
     names = results.read_json(meta)["names"]
     return {name: results.load(folder, name) for name in names}

@@ -62,10 +62,11 @@ class BatchingParams:
 class HeadParams:
     """The precision of the LM head in every scored log-probability (held-out text, gold answers, choices)."""
 
-    # bfloat16: h and W rounded to bfloat16, float32 sums, the logits rounded to bfloat16 (lm_head.py), the
-    # same numbers on every machine; twice as fast as float32 where the CPU multiplies bfloat16 itself.
-    # Its effect on bits per byte against float32 is measured in BENCHMARKS.md. Generation is not affected.
-    head_dtype: str = "bfloat16"
+    # float32: exact logits, as reproducible as the body's float32 activations (bits per byte 5e-7 apart between
+    # CPUs). bfloat16 (lm_head.py: h and W rounded to bfloat16, float32 sums, logits rounded to bfloat16) is 1.4x
+    # as fast where the CPU multiplies bfloat16 itself, but its rounding turns the body's last-bit noise into
+    # differences of up to 2e-4 between CPUs (BENCHMARKS.md, "The LM head"). Generation is not affected.
+    head_dtype: str = "float32"
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,21 @@
 """log p(target | hidden state) through a model's LM head, over its whole vocabulary: the costliest step of
 every evaluation (Gemma 3's head has 262,144 rows; its body is 18 narrow layers).
 
-The head's precision is a parameter of the run (`head_dtype`), defined by its arithmetic rather than by the
+The head's arithmetic is a parameter of the run (`head_dtype`), defined by what it computes rather than by the
 kernel that computes it, so that a result is the same on every machine:
 
-- "float32": logits = h W^T in float32.
+- "float32" (the default): logits = h W^T in float32.
 - "bfloat16": h and W rounded to bfloat16, their products summed in float32 and the sums rounded to
   bfloat16, which is what a bfloat16 matrix product returns. Where the hardware multiplies bfloat16 itself
   (AVX512-BF16 or AMX on the CPU, a GPU) that product runs, about twice as fast as float32 on this project's
   CPUs; elsewhere the same numbers come from a float32 product of the rounded matrices, rounded again (equal
   up to the order of float32 sums, which the rounding hides but for rare ties).
+
+Why float32 is the default: the body's float32 activations differ between CPUs in their last bits (other
+kernels sum in another order). A float32 logit moves with them by as little; a bfloat16 logit near a rounding
+boundary moves by a whole bfloat16 step (0.125 at 20), and the largest logits carry most of the softmax, so
+bfloat16 turns last-bit noise into bits-per-byte differences 100 to 1000 times larger (measured between an
+Intel CPU with AMX and an AMD one: 2.1e-4 relative against float32's 5e-7; BENCHMARKS.md, "The LM head").
 
 Everything after the product (a bias, the model's scaling and soft-capping, the log-softmax) is float32.
 The log-softmax runs over chunks of the vocabulary with a running maximum (an online log-sum-exp): memory

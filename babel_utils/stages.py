@@ -176,8 +176,8 @@ def pruning_masks(cfg: BabelConfig, F_by_lang: dict[str, np.ndarray], levels_by_
     F = np.stack([np.asarray(pruning.language_frequencies(F_by_lang, lang)) for lang in langs])
     levels = np.stack([np.asarray(levels_by_lang[lang], dtype=np.float64) for lang in langs
                        if lang in levels_by_lang]) if levels_by_lang else np.zeros(0)
-    extra = {} if names == list(methods.METHODS) else {"methods": names}  # the split kind keeps its old keys
-    stored = cache.cached(cfg, "pruning", compute, frequencies=array_hash(F), levels=array_hash(levels), **extra)
+    stored = cache.cached(cfg, "pruning", compute, frequencies=array_hash(F), levels=array_hash(levels),
+                          methods=names)
     return pruning.masks_from_results(stored)
 
 

@@ -51,6 +51,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 from transformers.pytorch_utils import Conv1D
 
 from . import cache, data, models, results
+from .fingerprint import code_fingerprint
 from .adapters import body, ffn_linear_names, get_adapter, layers, output_logits
 from .config import BabelConfig
 from .languages import get_language
@@ -395,8 +396,10 @@ def tuned_dir(cfg: BabelConfig) -> Path:
 
 
 def committed_dir(cfg: BabelConfig) -> Path:
-    """Where a committed adapter of this config would be: resources/tuning/<stage key>/ (LoRA only)."""
-    return COMMITTED_DIR / cache.stage_key(cfg, "tuning")
+    """Where a committed adapter of this config would be: resources/tuning/<key of the tuning parameters>/ (LoRA
+    only). A committed adapter is an input like the model's weights, named by its parameters alone; its
+    meta.json records the tuning code that made it, and `write_committed` remakes it."""
+    return COMMITTED_DIR / cache.params_key(cfg, "tuning")
 
 
 def _write_stage(folder: Path, cfg: BabelConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
@@ -413,7 +416,7 @@ def _write_stage(folder: Path, cfg: BabelConfig, model: PreTrainedModel, tokeniz
         results.save(tmp, "history", history)
         results.write_json(tmp / "meta.json", results.sidecar(
             cfg.to_dict(), stage="tuning", names=["history"], params=cache.stage_params(cfg, "tuning"),
-            summary=summary))
+            code=code_fingerprint("tuning"), summary=summary))
         if folder.exists():  # an incomplete folder of a killed run
             shutil.rmtree(folder)
         tmp.rename(folder)
@@ -447,6 +450,10 @@ def offline_tuned(cfg: BabelConfig, model: PreTrainedModel, tokenizer: PreTraine
     if not (folder / "meta.json").exists():
         if (committed_dir(cfg) / "meta.json").exists():
             folder, source = committed_dir(cfg), "committed"
+            made_by = results.read_json(folder / "meta.json").get("code", code_fingerprint("tuning"))
+            if made_by != code_fingerprint("tuning"):
+                log.warning("The committed adapter %s was made by other tuning code (%s, now %s): remake it with "
+                            "tuning.write_committed(cfg) and commit it.", folder, made_by, code_fingerprint("tuning"))
         else:
             tuned = copy.deepcopy(model)
             history, summary, adapter = tune(tuned, tokenizer, cfg)

@@ -1,12 +1,13 @@
-"""What the bfloat16 LM head does to notebook 08's numbers: every held-out evaluation of a run, at each head_dtype.
+"""What the LM head's arithmetic does to notebook 08's numbers: every held-out evaluation of a run, at each head_dtype.
 
     BABEL_CACHE=<the run's stage cache> python benchmarks/bench_head_precision.py runs/default
 
-Evaluates, through the stage cache (so the run's own bfloat16 evaluations are reused and only float32 ones
-are computed), every job of the run's main comparison (the unpruned model and each mask on its own language,
-eval_max_tokens) and of its cross-language matrix (cross_language_max_tokens), with the head at float32 and at
-bfloat16. Prints the largest relative difference of bits per byte, the largest change of a mask's relative
-change against the unpruned model (what 08's verdicts read), and whether any verdict of 08 changes.
+Evaluates, through the stage cache (so the run's own evaluations are reused and only the other arithmetics' are
+computed), every job of the run's main comparison (the unpruned model and each mask on its own language,
+eval_max_tokens) and of its cross-language matrix (cross_language_max_tokens), with the head at every head_dtype.
+Prints, for each against float32, the largest relative difference of bits per byte, the largest change of a
+mask's relative change against the unpruned model (what 08's verdicts read), and whether any verdict of 08
+changes.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from babel_utils import config, evaluation, paths, pruning, stages
+from babel_utils import config, evaluation, lm_head, paths, pruning, stages
 from babel_utils.models import load_model
 
 
@@ -45,7 +46,7 @@ def verdicts(cfg: config.BabelConfig, labels, table: pd.DataFrame, jobs: list) -
 
 
 def main() -> None:
-    """Evaluate at both precisions and print the differences."""
+    """Evaluate at every head arithmetic and print the differences from float32."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a run folder (runs/<run_name>) whose 07_pruning has run")
     args = parser.parse_args()
@@ -54,9 +55,10 @@ def main() -> None:
     model, tokenizer = load_model(cfg.model, cfg.dtype, cfg.device, cfg.device_map)
     labels = stages.load_labels(cfg, model, res)
     specs = stages.load_masks(cfg, res)
+    others = [d for d in lm_head.HEAD_DTYPES if d != "float32"]
     for part, (part_cfg, jobs) in jobs_of(cfg, specs).items():
         tables, said = {}, {}
-        for dtype in ("bfloat16", "float32"):
+        for dtype in [cfg.head_dtype] + [d for d in lm_head.HEAD_DTYPES if d != cfg.head_dtype]:
             dtype_cfg = part_cfg.replace(head_dtype=dtype)
             start = time.perf_counter()
             tables[dtype] = stages.evaluate_jobs(dtype_cfg, model, tokenizer, labels, jobs, "heldout", desc=dtype)
@@ -65,20 +67,20 @@ def main() -> None:
             if part == "main":
                 said[dtype] = verdicts(dtype_cfg, labels, tables[dtype], jobs)
         bpb = {d: t[t["metric"] == "bits_per_byte"].reset_index(drop=True) for d, t in tables.items()}
-        rel = (bpb["bfloat16"]["value"] - bpb["float32"]["value"]) / bpb["float32"]["value"]
-        worst = rel.abs().idxmax()
-        row = bpb["float32"].loc[worst]
-        print(f"{part}: bits per byte, bfloat16 against float32: largest relative difference {rel.abs().max():.2e} "
-              f"({row['mask']} on {row['language']}: {row['value']:.5f} -> {bpb['bfloat16'].loc[worst, 'value']:.5f}), "
-              f"mean {rel.mean():+.2e}")
         change = {d: evaluation.relative_to_dense(t)["relative"] for d, t in bpb.items()}
-        print(f"{part}: largest change of a relative change against the unpruned model: "
-              f"{(change['bfloat16'] - change['float32']).abs().max():.2e} (absolute, in relative units)")
-        if part == "main":
-            differ = said["bfloat16"][said["bfloat16"] != said["float32"]]
-            print(f"main: {len(said['float32'])} verdicts, {len(differ)} differ between the precisions"
-                  + "".join(f"\n  {k}: float32 {said['float32'][k]!r}, bfloat16 {v!r}" for k, v in differ.items()))
-
+        for dtype in others:
+            rel = (bpb[dtype]["value"] - bpb["float32"]["value"]) / bpb["float32"]["value"]
+            worst = rel.abs().idxmax()
+            row = bpb["float32"].loc[worst]
+            print(f"{part}: bits per byte, {dtype} against float32: largest relative difference "
+                  f"{rel.abs().max():.2e} ({row['mask']} on {row['language']}: {row['value']:.5f} -> "
+                  f"{bpb[dtype].loc[worst, 'value']:.5f}), mean {rel.mean():+.2e}")
+            print(f"{part}: {dtype}: largest change of a relative change against the unpruned model: "
+                  f"{(change[dtype] - change['float32']).abs().max():.2e} (absolute, in relative units)")
+            if part == "main":
+                differ = said[dtype][said[dtype] != said["float32"]]
+                print(f"main: {len(said['float32'])} verdicts, {len(differ)} differ between {dtype} and float32"
+                      + "".join(f"\n  {k}: float32 {said['float32'][k]!r}, {dtype} {v!r}" for k, v in differ.items()))
 
 if __name__ == "__main__":
     main()

@@ -122,3 +122,9 @@ def test_a_notebook_knob_is_a_field_of_one_of_its_sections():
     assert NOTEBOOK_KNOBS["02"] == section_fields("record", "scoring")
     owned = [s for sections in NOTEBOOK_SECTIONS.values() for s in sections]
     assert len(owned) == len(set(owned))  # a section belongs to at most one notebook
+
+
+def test_the_evaluation_table_records_every_section_an_evaluation_reads():
+    from babel_utils import tasks
+
+    assert set(cache.STAGE_READS["eval"]) == {section for task in tasks.TASKS.values() for section in task.reads}

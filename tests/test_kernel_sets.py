@@ -1,6 +1,7 @@
 """Same config, same labels: the split does not depend on torch's CPU kernels, the thread count or the
 order of summation (kmeans.py works in exact integer arithmetic); ties are broken by index everywhere. And the
-same bits per byte: the bfloat16 LM head gives the same numbers where it is emulated (lm_head.py)."""
+same bits per byte: every LM head arithmetic gives the same numbers within its tolerance under every kernel set,
+bfloat16 products native or emulated (lm_head.py)."""
 
 from __future__ import annotations
 
@@ -55,16 +56,18 @@ def test_split_labels_are_identical_under_every_kernel_set_and_thread_count():
 
 
 @pytest.mark.kernels
-def test_the_bfloat16_head_gives_the_same_bits_per_byte_under_every_kernel_set():
-    # the other kernel set caps oneDNN below bfloat16 products, so there the head is emulated in float32:
-    # the committed run's numbers (made with native bfloat16 where the CPU has it) must come out again
-    settings = [("native", 2), ("native", 1), (other_kernel_set(), 2)]
+def test_every_head_gives_the_same_bits_per_byte_under_every_kernel_set():
+    # under the other kernel sets oneDNN is capped below bfloat16 products, so there bfloat16 is emulated in
+    # float32; the generic set (scalar torch, SSE4 oneDNN, MKL's compatible path) differs most from the native
+    # one. Each arithmetic must stay within the tolerance the reproduction check gives it.
+    settings = [("native", 2), ("native", 1), (other_kernel_set(), 2), ("generic", 2)]
     runs = {setting: probe_result(start_probe(*setting, HEAD_PROBE)) for setting in settings}
-    assert not runs[(other_kernel_set(), 2)]["native_bf16"]
+    assert not runs[("generic", 2)]["native_bf16"]
     reference = runs[("native", 2)]["bits_per_byte"]
     for (kernels, threads), found in runs.items():
         for key, value in reference.items():
-            assert found["bits_per_byte"][key] == pytest.approx(value, rel=BPB_REL_TOL), (kernels, threads, key)
+            tolerance = BPB_REL_TOL[key.split()[1]]
+            assert found["bits_per_byte"][key] == pytest.approx(value, rel=tolerance), (kernels, threads, key)
     # bfloat16 moves bits per byte a little against float32, and the probe can tell the two apart
     for lang in ("en", "hi", "zh"):
         assert reference[f"{lang} bfloat16"] != reference[f"{lang} float32"]

@@ -98,3 +98,22 @@ def test_a_capped_instruction_set_means_emulated_bfloat16(monkeypatch):
     monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX512_CORE_AMX")
     have = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     assert lm_head.native_bf16(torch.device("cpu")) == have
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_float32_moves_with_last_bit_noise_only_as_much_as_it_must(monkeypatch, native):
+    """The body's activations differ between CPUs in their last bits. A float32 head passes such a change on as
+    it is; bfloat16 rounding turns it into jumps of a whole rounding step (why float32 is the default)."""
+    monkeypatch.setattr(lm_head, "native_bf16", lambda device: native)
+    model = _Head(vocab=6000, width=64, bias=True)
+    gen = torch.Generator().manual_seed(5)
+    hidden = torch.randn(400, 64, generator=gen) * 0.4
+    noisy = hidden * (1 + 1e-5 * torch.randn(400, 64, generator=gen))  # far below a bfloat16 step (4e-3)
+    targets = torch.randint(0, 6000, (400,), generator=gen)
+    exact = _definition(model, noisy, targets, "float32") - _definition(model, hidden, targets, "float32")
+    moved = {dtype: lm_head.target_logprobs(model, noisy, targets, dtype).double()
+             - lm_head.target_logprobs(model, hidden, targets, dtype).double() for dtype in lm_head.HEAD_DTYPES}
+    excess = {dtype: float((change - exact).abs().mean()) for dtype, change in moved.items()}
+    # float32 follows the exact change up to its own rounding; bfloat16 departs from it hundreds of times more
+    assert excess["float32"] < 5e-6
+    assert excess["bfloat16"] > 30 * excess["float32"]

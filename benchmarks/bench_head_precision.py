@@ -36,13 +36,18 @@ def jobs_of(cfg: config.BabelConfig, specs: list[pruning.MaskSpec]) -> dict[str,
 
 
 def verdicts(cfg: config.BabelConfig, labels, table: pd.DataFrame, jobs: list) -> pd.Series:
-    """Every verdict 08 states on the main comparison: against the unpruned model and against random."""
+    """Every verdict 08 states on the main comparison: against the unpruned model, against random, and
+    layer-wise rates against uniform sorting."""
     blocks = stages.heldout_blocks(cfg, labels, jobs)
     boot = evaluation.Bootstrap(cfg.eval_bootstrap, cfg.interval_level, cfg.seed)
     dense = evaluation.against_dense(table, blocks, boot).set_index(["mask", "language"])["verdict"]
     guided = evaluation.guided_vs_random(table, "bits_per_byte", blocks, boot)
     guided = guided.set_index(["method", "ratio", "language"])["verdict"]
-    return pd.concat([dense.rename(lambda k: f"vs dense {k}"), guided.rename(lambda k: f"vs random {k}")])
+    layerwise = evaluation.layerwise_vs_sorting(table, blocks, boot).set_index(["ratio", "language"])["verdict"]
+    named = []
+    for name, part in (("vs dense", dense), ("vs random", guided), ("layer-wise vs sorting", layerwise)):
+        named.append(pd.Series(part.to_numpy(), index=[f"{name} {' '.join(map(str, key))}" for key in part.index]))
+    return pd.concat(named)
 
 
 def main() -> None:

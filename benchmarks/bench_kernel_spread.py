@@ -1,5 +1,5 @@
 """How far notebook 08's bits per byte move when other CPU kernels compute them: the spread that the reproduction
-check's tolerances (babel_utils/reproduction.py) are sized from.
+check's tolerances (babel_utils/run/reproduction.py) are sized from.
 
     BABEL_CACHE=<the run's stage cache> python benchmarks/bench_kernel_spread.py runs/default --kernels generic
     python benchmarks/bench_kernel_spread.py runs/default --flips en,hi,bn,es
@@ -29,9 +29,16 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from babel_utils import config, data, methods, paths, pruning, reproduction, scoring, stages
-from babel_utils.machine import kernel_environment, machine_info
-from babel_utils.models import load_model
+from babel_utils.core import config
+from babel_utils.data import text as data
+from babel_utils.prune import methods
+from babel_utils.core import paths
+from babel_utils.prune import masks as pruning
+from babel_utils.run import reproduction
+from babel_utils.evaluate import scoring
+from babel_utils.run import stages
+from babel_utils.core.machine import kernel_environment, machine_info
+from babel_utils.model.loading import load_model
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_head_precision import jobs_of  # noqa: E402

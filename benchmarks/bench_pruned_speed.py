@@ -4,7 +4,7 @@ SPEC 5 ("real speed"): a physically sliced FFN (experts removed from the weight 
 measurably faster than the dense one. This script builds a model of a given shape with random
 weights (no download), prunes the lowest `--ratio` of experts by random frequencies (per layer by
 default, so every layer keeps the same width; `--mode global` gives uneven widths), slices the
-weights with `babel_utils.pruning.physically_prune`, checks that the sliced model computes what the
+weights with `babel_utils.prune.masks.physically_prune`, checks that the sliced model computes what the
 masked dense model computes, and times forward passes: warm-up, then the median of `--repeats`
 (torch.cuda.synchronize around each pass on a GPU). By default the model BODY is timed (embeddings
 + decoder layers, no LM head): the LM head of a 262k-token vocabulary would dominate and is not
@@ -34,9 +34,9 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig, PretrainedConfig
 
-from babel_utils.adapters import body, d_ff, layer_width, mlps, n_layers
-from babel_utils.models import resolve_device, resolve_dtype
-from babel_utils.pruning import apply_mask, physically_prune, pruned_share, sorting_mask
+from babel_utils.model.adapters import body, d_ff, layer_width, mlps, n_layers
+from babel_utils.model.loading import resolve_device, resolve_dtype
+from babel_utils.prune.masks import apply_mask, physically_prune, pruned_share, sorting_mask
 
 log = logging.getLogger("bench_pruned_speed")
 
@@ -122,8 +122,9 @@ def make_mask(model: nn.Module, n_experts: int, ratio: float, mode: str, seed: i
 
 def run_mask(run: str, language: str, mask: str) -> tuple[np.ndarray, np.ndarray, str]:
     """Labels and one 07_pruning mask of a run: (labels [L, d_ff], mask [L, E], the mask's name)."""
-    from babel_utils import paths, results
-    from babel_utils.pruning import masks_from_results
+    from babel_utils.core import paths
+    from babel_utils.core import results
+    from babel_utils.prune.masks import masks_from_results
 
     res = paths.results_dir(paths.run_dir(run))
     specs = masks_from_results({"mask_specs": results.load(res, "mask_specs"), "masks": results.load(res, "masks")})
@@ -147,8 +148,8 @@ def synchronize(device: torch.device) -> None:
 
 def paired_median_ms(fns: dict[str, Callable[[], object]], device: torch.device, warmup: int,
                      repeats: int) -> dict[str, float]:
-    """Median wall time (ms) of each fn after warm-up, repeats interleaved (babel_utils.pruning)."""
-    from babel_utils.pruning import paired_median_ms as paired
+    """Median wall time (ms) of each fn after warm-up, repeats interleaved (babel_utils.prune.masks)."""
+    from babel_utils.prune.masks import paired_median_ms as paired
 
     return paired(fns, device, warmup, repeats)
 
@@ -214,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     dtype = resolve_dtype(args.dtype, device)
     t0 = time.perf_counter()
     if args.model:
-        from babel_utils.models import load_model
+        from babel_utils.model.loading import load_model
 
         model, _ = load_model(args.model, str(dtype).removeprefix("torch."), str(device))
     else:
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     contenders = {"dense": forward_fn(model, args.target, input_ids),
                   "pruned": forward_fn(pruned, args.target, input_ids)}
     if args.export:
-        from babel_utils.pruning import load_pruned, save_pruned
+        from babel_utils.prune.masks import load_pruned, save_pruned
 
         save_pruned(pruned, args.export)
         reloaded = load_pruned(args.export, dtype, str(device))

@@ -23,8 +23,8 @@ import time
 
 import torch
 
-from babel_utils.clustering import auto_batch_layers
-from babel_utils.kmeans import balanced_kmeans_batch
+from babel_utils.split.clustering import auto_batch_layers
+from babel_utils.split.kmeans import balanced_kmeans_batch
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -111,8 +111,8 @@ def against_kmc(args: argparse.Namespace) -> None:
     import numpy as np
     from k_means_constrained import KMeansConstrained
 
-    from babel_utils.clustering import objective
-    from babel_utils.kmeans import MAX_BITS, balanced_kmeans, quantize_rows
+    from babel_utils.split.clustering import objective
+    from babel_utils.split.kmeans import MAX_BITS, balanced_kmeans, quantize_rows
 
     x = torch.randn(args.d_ff, args.d_model, generator=torch.Generator().manual_seed(args.seed))
     m = args.d_ff // args.n_experts

@@ -48,10 +48,16 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from babel_utils import adapters, clustering, data, kmeans, pruning, scoring, stages  # noqa: E402
-from babel_utils.config import BabelConfig  # noqa: E402
-from babel_utils.counting import expert_scores, n_selected, record_counts, select, zscore  # noqa: E402
-from babel_utils.languages import PAPER_LANGUAGES  # noqa: E402
+from babel_utils.model import adapters  # noqa: E402
+from babel_utils.split import clustering
+from babel_utils.data import text as data
+from babel_utils.split import kmeans
+from babel_utils.prune import masks as pruning
+from babel_utils.evaluate import scoring
+from babel_utils.run import stages
+from babel_utils.core.config import BabelConfig  # noqa: E402
+from babel_utils.record.counting import expert_scores, n_selected, record_counts, select, zscore  # noqa: E402
+from babel_utils.core.languages import PAPER_LANGUAGES  # noqa: E402
 
 log = logging.getLogger("gpu_check")
 
@@ -583,7 +589,7 @@ def eval_texts(min_chars: int) -> list[str]:
 
 def part_masked_eval(table: Table, s: Setup) -> None:
     """Part 3: perplexity under one static mask (apply_row_masks, as stages._evaluate) against no mask."""
-    from babel_utils.models import byte_tokenizer
+    from babel_utils.model.loading import byte_tokenizer
 
     model = s.model()
     tokenizer = byte_tokenizer()  # token ids < 259 fit every vocabulary; the texts' content does not matter here
@@ -660,7 +666,7 @@ def placement(device: torch.device, n_layers: int) -> dict[str, Any]:
 
 def part_device_map(table: Table, s: Setup) -> None:
     """Part 5: counts of a model placed by accelerate against the same model on one device."""
-    from babel_utils.models import load_model
+    from babel_utils.model.loading import load_model
 
     with tempfile.TemporaryDirectory(prefix="gpu_check_tiny_") as folder:
         model, tokenizer = load_model("tiny-llama", device="cpu", seed=s.args.seed)
@@ -711,7 +717,7 @@ def smoke_folders(runs_dir: str) -> Iterator[dict[str, str]]:
     """Fresh stage cache (a device-blind cache key must not hand back CPU results), runs and figures folders,
     and the repository on the kernels' PYTHONPATH (notebook 01 with compare_layers="" needs no
     k-means-constrained, which the GPU image lacks)."""
-    from babel_utils.runner import environment
+    from babel_utils.run.runner import environment
 
     with tempfile.TemporaryDirectory(prefix="gpu_check_smoke_") as tmp:
         root = Path(tmp)
@@ -724,8 +730,8 @@ def smoke_folders(runs_dir: str) -> Iterator[dict[str, str]]:
 
 def smoke_config(device: torch.device) -> BabelConfig:
     """configs/smoke.yaml on the device (the --set device=... of `babel run`), in its own run folder."""
-    from babel_utils.config import load_config
-    from babel_utils.paths import CONFIGS_DIR
+    from babel_utils.core.config import load_config
+    from babel_utils.core.paths import CONFIGS_DIR
 
     return load_config(CONFIGS_DIR / "smoke.yaml", {"device": str(device), "run_name": "gpu-check-smoke"})
 
@@ -734,8 +740,7 @@ def notebook_params(cfg: BabelConfig, notebook: Path) -> dict[str, Any]:
     """runner.notebook_parameters, plus compare_layers="" where declared (no k-means-constrained race)."""
     import papermill as pm
 
-    from babel_utils import runner
-
+    from babel_utils.run import runner
     params = runner.notebook_parameters(cfg, notebook)
     if "compare_layers" in pm.inspect_notebook(str(notebook)):
         params["compare_layers"] = ""
@@ -744,9 +749,9 @@ def notebook_params(cfg: BabelConfig, notebook: Path) -> dict[str, Any]:
 
 def run_notebooks(table: Table, s: Setup, selected: list[Path]) -> None:
     """Execute the notebooks in order as `babel run` does (runner.preflight, runner.execute), one row each."""
-    from babel_utils import runner
-    from babel_utils.config import save_config
-    from babel_utils.paths import results_dir, run_dir, run_figures_dir
+    from babel_utils.run import runner
+    from babel_utils.core.config import save_config
+    from babel_utils.core.paths import results_dir, run_dir, run_figures_dir
 
     cfg = smoke_config(s.device)
     runner.preflight(cfg)
@@ -783,7 +788,7 @@ def run_notebooks(table: Table, s: Setup, selected: list[Path]) -> None:
 
 def part_smoke(table: Table, s: Setup) -> None:
     """Part 6: the smoke pipeline's notebooks on the device (papermill), or rows saying why they were skipped."""
-    from babel_utils.paths import NOTEBOOKS_DIR
+    from babel_utils.core.paths import NOTEBOOKS_DIR
 
     only = {n.strip() for n in s.args.notebooks.split(",") if n.strip()}
     selected = [nb for nb in sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb")) if not only or nb.name[:2] in only]

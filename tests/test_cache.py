@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from babel_utils import cache, results
-from babel_utils.config import BabelConfig
+from babel_utils.core import cache
+from babel_utils.core import results
+from babel_utils.core.config import BabelConfig
 
 
 def test_same_parameters_compute_once_and_reload_identically():
@@ -71,8 +72,9 @@ def test_unknown_stage_is_an_error():
 
 
 def test_an_upstream_result_made_with_other_parameters_stops_a_downstream_read(tmp_path, caplog):
-    from babel_utils import cache, results
-    from babel_utils.config import BabelConfig
+    from babel_utils.core import cache
+    from babel_utils.core import results
+    from babel_utils.core.config import BabelConfig
 
     made = BabelConfig(top_fraction=0.1)
     results.save(tmp_path, "frequencies", pd.DataFrame({"a": [1]}), made_with=cache.provenance(made, "frequencies"))
@@ -91,7 +93,7 @@ def test_an_upstream_result_made_with_other_parameters_stops_a_downstream_read(t
 def test_every_field_lies_in_exactly_one_section_and_the_config_is_their_union():
     from dataclasses import fields
 
-    from babel_utils.config import FIELD_NAMES, SECTIONS
+    from babel_utils.core.config import FIELD_NAMES, SECTIONS
 
     names = [f.name for section in SECTIONS.values() for f in fields(section)]
     assert len(names) == len(set(names))
@@ -100,7 +102,7 @@ def test_every_field_lies_in_exactly_one_section_and_the_config_is_their_union()
 
 
 def test_stage_keys_are_the_fields_of_the_sections_each_stage_reads():
-    from babel_utils.config import section_fields
+    from babel_utils.core.config import section_fields
 
     cfg = BabelConfig()
     for stage, sections in cache.STAGE_READS.items():
@@ -117,7 +119,7 @@ def test_stage_keys_are_the_fields_of_the_sections_each_stage_reads():
 
 
 def test_a_notebook_knob_is_a_field_of_one_of_its_sections():
-    from babel_utils.config import NOTEBOOK_KNOBS, NOTEBOOK_SECTIONS, section_fields
+    from babel_utils.core.config import NOTEBOOK_KNOBS, NOTEBOOK_SECTIONS, section_fields
 
     assert NOTEBOOK_KNOBS["02"] == section_fields("record", "scoring")
     owned = [s for sections in NOTEBOOK_SECTIONS.values() for s in sections]
@@ -125,6 +127,5 @@ def test_a_notebook_knob_is_a_field_of_one_of_its_sections():
 
 
 def test_the_evaluation_table_records_every_section_an_evaluation_reads():
-    from babel_utils import tasks
-
+    from babel_utils.evaluate import tasks
     assert set(cache.STAGE_READS["eval"]) == {section for task in tasks.TASKS.values() for section in task.reads}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from babel_utils.clustering import (
+from babel_utils.split.clustering import (
     cluster_matrix,
     compare_with_kmeans_constrained,
     contiguous_split,
@@ -14,8 +14,8 @@ from babel_utils.clustering import (
     random_split,
     split_model,
 )
-from babel_utils.kmeans import balanced_kmeans, balanced_kmeans_batch
-from babel_utils.models import tiny_model
+from babel_utils.split.kmeans import balanced_kmeans, balanced_kmeans_batch
+from babel_utils.model.loading import tiny_model
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from babel_utils import config
-from babel_utils.config import BabelConfig, for_notebook, load_config, parse_override, save_config
-from babel_utils.paths import CONFIGS_DIR
+from babel_utils.core import config
+from babel_utils.core.config import BabelConfig, for_notebook, load_config, parse_override, save_config
+from babel_utils.core.paths import CONFIGS_DIR
 
 
 def test_spec_defaults():
@@ -60,7 +60,7 @@ def test_bad_override_syntax_and_missing_file(tmp_path):
 def test_a_notebook_reads_its_runs_config_then_its_knobs_then_the_overrides(tmp_path):
     from torch import nn
 
-    from babel_utils.paths import run_dir
+    from babel_utils.core.paths import run_dir
 
     # before any run: the shipped configs/<run_name>.yaml (JupyterLab on the default run, nothing edited)
     assert for_notebook({"run_name": "default"}, "08") == load_config(CONFIGS_DIR / "default.yaml")
@@ -99,7 +99,7 @@ def test_config_is_frozen():
 
 
 def test_the_expert_grid_splits_its_other_granularities_with_its_own_swap_budget():
-    from babel_utils.stages import grid_config
+    from babel_utils.run.stages import grid_config
 
     cfg = BabelConfig(n_experts=256, kmeans_swap_rounds=1000, expert_grid_swap_rounds=4)
     assert grid_config(cfg, 256) is cfg  # the run's own split (01) and counts (02) are reused

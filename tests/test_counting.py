@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from babel_utils.adapters import down_projs
-from babel_utils.counting import ExpertCounter, frequency_table, n_selected, record_counts
-from babel_utils.hooks import ffn_input_hooks
+from babel_utils.model.adapters import down_projs
+from babel_utils.record.counting import ExpertCounter, frequency_table, n_selected, record_counts
+from babel_utils.model.hooks import ffn_input_hooks
 from conftest import balanced_labels
 
 N_EXPERTS = 16
@@ -145,7 +145,7 @@ def test_frequency_table_layout(tiny):
 
 
 def test_several_splits_in_one_pass_count_exactly_like_separate_passes(tiny):
-    from babel_utils.counting import record_counts_many
+    from babel_utils.record.counting import record_counts_many
 
     model, tokenizer = tiny
     input_ids, attention_mask, count = batch(tokenizer, TEXTS * 2)
@@ -161,8 +161,9 @@ def test_several_splits_in_one_pass_count_exactly_like_separate_passes(tiny):
 
 
 def test_recording_several_splits_caches_each_and_passes_over_the_text_once(tiny, monkeypatch):
-    from babel_utils import counting, stages
-    from babel_utils.config import BabelConfig
+    from babel_utils.record import counting
+    from babel_utils.run import stages
+    from babel_utils.core.config import BabelConfig
 
     model, tokenizer = tiny
     base = BabelConfig(model="tiny", languages=("en",), token_budget=120, seq_len=32, batch_size=2)
@@ -199,7 +200,7 @@ def test_counter_state_round_trips_resumes_and_merges_like_one_pass(tiny):
     """ExpertCounter's protocol (state_dict / load_state_dict / merge, after baukit's running statistics):
     counting half the rows, saving, resuming in a fresh counter and counting the rest equals one counter
     over all rows; merging two streams that meet on a block boundary does too."""
-    from babel_utils.counting import ExpertCounter, LanguageCounts
+    from babel_utils.record.counting import ExpertCounter, LanguageCounts
 
     model, _ = tiny
     ids, am, mask, labels = _random_stream(0, 4, 16)

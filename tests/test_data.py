@@ -1,4 +1,4 @@
-"""Tests of babel_utils.data: text sources, held-out splits, token packing, MGSM and X-CSQA loaders."""
+"""Tests of babel_utils.data.text: text sources, held-out splits, token packing, MGSM and X-CSQA loaders."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
-from babel_utils import data
-from babel_utils.config import BabelConfig
-from babel_utils.languages import PAPER_LANGUAGES
-from babel_utils.models import byte_tokenizer
-from babel_utils.paths import mgsm_dir
+from babel_utils.data import text as data
+from babel_utils.core.config import BabelConfig
+from babel_utils.core.languages import PAPER_LANGUAGES
+from babel_utils.model.loading import byte_tokenizer
+from babel_utils.core.paths import mgsm_dir
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

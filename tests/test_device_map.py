@@ -12,10 +12,11 @@ import pytest
 import torch
 from transformers import PreTrainedModel
 
-from babel_utils import data, pruning
-from babel_utils.adapters import down_projs
-from babel_utils.counting import record_counts
-from babel_utils.models import load_model
+from babel_utils.data import text as data
+from babel_utils.prune import masks as pruning
+from babel_utils.model.adapters import down_projs
+from babel_utils.record.counting import record_counts
+from babel_utils.model.loading import load_model
 from conftest import balanced_labels
 
 N_EXPERTS = 16

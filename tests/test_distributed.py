@@ -15,11 +15,15 @@ import numpy as np
 import pytest
 import torch
 
-from babel_utils import cache, data, distributed, expert_kinds, stages
-from babel_utils.config import load_config
-from babel_utils.counting import LanguageCounts, record_counts
-from babel_utils.models import load_model
-from babel_utils.paths import CONFIGS_DIR, REPO_ROOT, results_dir, run_dir
+from babel_utils.core import cache
+from babel_utils.data import text as data
+from babel_utils.run import distributed
+from babel_utils.kinds import expert_kinds
+from babel_utils.run import stages
+from babel_utils.core.config import load_config
+from babel_utils.record.counting import LanguageCounts, record_counts
+from babel_utils.model.loading import load_model
+from babel_utils.core.paths import CONFIGS_DIR, REPO_ROOT, results_dir, run_dir
 from conftest import balanced_labels
 
 N_EXPERTS = 16
@@ -36,8 +40,9 @@ WORKER = textwrap.dedent("""
     import numpy as np
     import torch.distributed as dist
 
-    from babel_utils import data, distributed, models
-
+    from babel_utils.data import text as data
+    from babel_utils.run import distributed
+    from babel_utils.model import loading as models
     out, config, *overrides = sys.argv[1:]
     dist.init_process_group("gloo")
     rank = dist.get_rank()
@@ -181,8 +186,7 @@ def test_two_gloo_processes_count_exactly_like_one(tmp_path, tiny_llama, monkeyp
 
 
 def test_a_native_model_is_counted_by_its_routers_whole_or_from_a_shards_offset():
-    from babel_utils import native
-
+    from babel_utils.kinds import native
     model, tokenizer = load_model("tiny-olmoe", device="cpu")
     packed = data.pack_tokens(tokenizer, [data.udhr_articles("en")[1]], 32, 100)
     mask = data.count_mask(packed, tokenizer.bos_token_id)

@@ -13,14 +13,15 @@ import pytest
 import torch
 from torch import nn
 
-from babel_utils import data, metrics
-from babel_utils.adapters import d_ff, n_layers
-from babel_utils.config import BabelConfig
-from babel_utils import tasks
-from babel_utils.scoring import generate_greedy, perplexity
-from babel_utils.tasks import choice_loglik_scores, extract_answer, mgsm_eval, mgsm_prompt, xcsqa_prompt
-from babel_utils.models import load_model
-from babel_utils.pruning import dense_spec, sorting_mask, MaskSpec
+from babel_utils.data import text as data
+from babel_utils.evaluate import metrics
+from babel_utils.model.adapters import d_ff, n_layers
+from babel_utils.core.config import BabelConfig
+from babel_utils.evaluate import tasks
+from babel_utils.evaluate.scoring import generate_greedy, perplexity
+from babel_utils.evaluate.tasks import choice_loglik_scores, extract_answer, mgsm_eval, mgsm_prompt, xcsqa_prompt
+from babel_utils.model.loading import load_model
+from babel_utils.prune.masks import dense_spec, sorting_mask, MaskSpec
 from conftest import balanced_labels
 
 FIXTURES = Path(__file__).parent / "fixtures" / "xcsqa"
@@ -257,8 +258,7 @@ def _small_cfg(tmp_path: Path) -> BabelConfig:
 
 
 def test_every_task_of_the_table_runs_through_the_stage_and_skips_languages_without_data(llama, tmp_path):
-    from babel_utils import stages
-
+    from babel_utils.run import stages
     model, tokenizer = llama
     cfg = _small_cfg(tmp_path)
     assert tasks.languages_with("mgsm", cfg, cfg.languages) == ["en"]  # no mgsm_fr.tsv or mgsm_hi.tsv here
@@ -287,7 +287,7 @@ def test_every_task_of_the_table_runs_through_the_stage_and_skips_languages_with
 
 @pytest.mark.parametrize("softcap", [None, 3.0])
 def test_next_token_logprobs_equal_the_full_model(tiny, softcap):
-    from babel_utils.scoring import _next_token_logprobs
+    from babel_utils.evaluate.scoring import _next_token_logprobs
 
     model, tokenizer = tiny
     model.config.final_logit_softcapping = softcap if model.config.model_type == "gemma3_text" else None
@@ -319,8 +319,8 @@ def test_perplexity_does_not_depend_on_batching(tiny):
 def test_generation_stopped_early_is_a_prefix_of_the_full_one(llama):
     import re
 
-    from babel_utils.scoring import _StopAt
-    from babel_utils.tasks import _NEXT_QUESTION
+    from babel_utils.evaluate.scoring import _StopAt
+    from babel_utils.evaluate.tasks import _NEXT_QUESTION
 
     model, tokenizer = llama
     prompts = [mgsm_prompt("What is 2 + 2?"), mgsm_prompt("Tom has 3 apples and buys 4 more. How many?")]
@@ -339,7 +339,7 @@ def test_generation_stopped_early_is_a_prefix_of_the_full_one(llama):
 
 def _tidy_fixture() -> pd.DataFrame:
     """Two languages; sorting beats every random seed in en, loses in fr; layerwise matches dense in en."""
-    from babel_utils.evaluation import tidy
+    from babel_utils.evaluate.comparisons import tidy
 
     rows = []
 
@@ -361,7 +361,7 @@ def _tidy_fixture() -> pd.DataFrame:
 
 
 def test_guided_vs_random_and_verdict():
-    from babel_utils.evaluation import guided_vs_random, verdict
+    from babel_utils.evaluate.comparisons import guided_vs_random, verdict
 
     cmp = guided_vs_random(_tidy_fixture())
     row = cmp[(cmp.language == "en") & (cmp.method == "sorting")].iloc[0]
@@ -376,7 +376,7 @@ def test_guided_vs_random_and_verdict():
 
 
 def test_relative_to_dense():  # the match table and its sentence, with intervals: tests/test_intervals.py
-    from babel_utils.evaluation import relative_to_dense
+    from babel_utils.evaluate.comparisons import relative_to_dense
 
     df = _tidy_fixture()
     rel = relative_to_dense(df[df.language == df.target])
@@ -385,7 +385,7 @@ def test_relative_to_dense():  # the match table and its sentence, with interval
 
 
 def test_cross_language_matrix_and_sentence():
-    from babel_utils.evaluation import cross_language_matrix, describe_cross_language
+    from babel_utils.evaluate.comparisons import cross_language_matrix, describe_cross_language
 
     df = _tidy_fixture()
     df = df[(df.method == "dense") | ((df.method == "sorting"))]
@@ -397,7 +397,7 @@ def test_cross_language_matrix_and_sentence():
 
 
 def test_split_comparison_sentence():
-    from babel_utils.evaluation import describe_split_comparison
+    from babel_utils.evaluate.comparisons import describe_split_comparison
 
     df = _tidy_fixture()
     df = pd.concat([df.assign(split="kmeans"),
@@ -424,8 +424,8 @@ def test_task_summaries_and_metric_table():
 
 
 def test_cached_evaluation_stages(llama, tmp_path):
-    from babel_utils import stages
-    from babel_utils.evaluation import mask_label
+    from babel_utils.run import stages
+    from babel_utils.evaluate.comparisons import mask_label
 
     model, tokenizer = llama
     cfg = _small_cfg(tmp_path)
@@ -447,8 +447,7 @@ def test_cached_evaluation_stages(llama, tmp_path):
     pd.testing.assert_frame_equal(first, again)
     # keyed on what an evaluation depends on: other recording or pruning parameters (which would make other
     # masks and labels, themselves keyed by hash) leave the unpruned model's evaluation cached
-    from babel_utils import cache
-
+    from babel_utils.core import cache
     dense_key = stages._eval_key(dense_spec("en", 4, 16), labels, "en", "heldout")
     assert cache.is_cached(cfg.replace(top_fraction=0.2, prune_ratios=(0.3,), n_experts=8), "eval", **dense_key)
     assert not cache.is_cached(cfg.replace(eval_max_tokens=32), "eval", **dense_key)
@@ -464,15 +463,15 @@ def test_cached_evaluation_stages(llama, tmp_path):
 
 
 def apply_ref(model, labels, mask):
-    from babel_utils.pruning import apply_mask
+    from babel_utils.prune.masks import apply_mask
 
     return apply_mask(model, labels, mask)
 
 
 def test_perplexity_and_mgsm_of_several_masks_at_once(llama, tmp_path):
-    from babel_utils.scoring import perplexity_many
-    from babel_utils.tasks import mgsm_eval_many
-    from babel_utils.pruning import apply_mask, apply_row_masks
+    from babel_utils.evaluate.scoring import perplexity_many
+    from babel_utils.evaluate.tasks import mgsm_eval_many
+    from babel_utils.prune.masks import apply_mask, apply_row_masks
 
     model, tokenizer = llama
     labels = balanced_labels(n_layers(model), d_ff(model), 16)
@@ -497,8 +496,8 @@ def test_perplexity_and_mgsm_of_several_masks_at_once(llama, tmp_path):
 
 
 def test_mgsm_jobs_of_several_languages_share_batches(llama, tmp_path):
-    from babel_utils import stages
-    from babel_utils.pruning import apply_mask
+    from babel_utils.run import stages
+    from babel_utils.prune.masks import apply_mask
 
     model, tokenizer = llama
     cfg = _small_cfg(tmp_path)
@@ -520,8 +519,7 @@ def test_mgsm_jobs_of_several_languages_share_batches(llama, tmp_path):
 
 
 def test_heldout_results_carry_the_blocks_the_intervals_resample(llama, tmp_path):
-    from babel_utils import stages
-
+    from babel_utils.run import stages
     model, tokenizer = llama
     cfg = _small_cfg(tmp_path).replace(eval_block_tokens=8)
     labels = balanced_labels(n_layers(model), d_ff(model), 16)
@@ -539,7 +537,7 @@ def test_heldout_results_carry_the_blocks_the_intervals_resample(llama, tmp_path
 
 
 def test_rows_are_batched_by_length_and_each_is_scored_once():
-    from babel_utils.scoring import _length_batches
+    from babel_utils.evaluate.scoring import _length_batches
 
     length = [255, 255, 2]  # 512 held-out tokens in rows of BOS + 255
     items = [(v, r) for v in range(5) for r in range(3)]

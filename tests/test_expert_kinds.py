@@ -8,9 +8,21 @@ import numpy as np
 import pytest
 import torch
 
-from babel_utils import cache, config, data, evaluation, expert_kinds, methods, native, paths, pruning, results
-from babel_utils import runner, stages, tasks, tuning
-from babel_utils.models import load_model
+from babel_utils.core import cache
+from babel_utils.core import config
+from babel_utils.data import text as data
+from babel_utils.evaluate import comparisons as evaluation
+from babel_utils.kinds import expert_kinds
+from babel_utils.prune import methods
+from babel_utils.kinds import native
+from babel_utils.core import paths
+from babel_utils.prune import masks as pruning
+from babel_utils.core import results
+from babel_utils.run import runner
+from babel_utils.run import stages
+from babel_utils.evaluate import tasks
+from babel_utils.analyse import tuning
+from babel_utils.model.loading import load_model
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,12 @@
 """The numbers README.md and BENCHMARKS.md repeat from the committed outputs say what those outputs say
-(babel_utils/facts.py reads each from the output that states it)."""
+(babel_utils/run/facts.py reads each from the output that states it)."""
 
 from __future__ import annotations
 
 import shutil
 
-from babel_utils import facts
-from babel_utils.paths import REPO_ROOT
+from babel_utils.run import facts
+from babel_utils.core.paths import REPO_ROOT
 
 
 def test_every_marked_number_of_the_documents_is_what_its_output_says():

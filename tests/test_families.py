@@ -1,12 +1,12 @@
-"""Shared and own experts per family, against random groups of as many languages (babel_utils/families.py)."""
+"""Shared and own experts per family, against random groups of as many languages (babel_utils/analyse/families.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from babel_utils import families
-from babel_utils.languages import select
+from babel_utils.analyse import families
+from babel_utils.core.languages import select
 
 # 6 languages of each of three families, 4 layers x 16 experts
 FAMILY_CODES = {f: [r.code for r in select(family=f)[:6]] for f in ("Indo-European", "Atlantic-Congo", "Austronesian")}

@@ -15,8 +15,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from babel_utils import cache, fingerprint, methods, pruning, results, stages
-from babel_utils.config import BabelConfig
+from babel_utils.core import cache
+from babel_utils.core import fingerprint
+from babel_utils.prune import methods
+from babel_utils.prune import masks as pruning
+from babel_utils.core import results
+from babel_utils.run import stages
+from babel_utils.core.config import BabelConfig
 
 
 @pytest.fixture
@@ -26,9 +31,9 @@ def package_copy(tmp_path):
     shutil.copytree(fingerprint.PACKAGE_DIR, root, ignore=shutil.ignore_patterns("__pycache__"))
 
     def edit(module: str, old: str, new: str) -> None:
-        path = root / f"{module}.py"
+        path = root.joinpath(*module.split(".")).with_suffix(".py")
         text = path.read_text(encoding="utf-8")
-        assert old in text, f"{old!r} not in {module}.py"
+        assert old in text, f"{old!r} not in {path}"
         path.write_text(text.replace(old, new, 1), encoding="utf-8")
         fingerprint.code_fingerprint.cache_clear()
 
@@ -43,7 +48,7 @@ def test_an_edit_of_the_code_renews_the_stages_that_run_it(package_copy):
     root, edit = package_copy
     before = {stage: fingerprint.code_fingerprint(stage, root) for stage in fingerprint.STAGE_CODE}
     assert before == {stage: fingerprint.code_fingerprint(stage) for stage in fingerprint.STAGE_CODE}
-    edit("counting", *COUNTING_BUG)
+    edit("record.counting", *COUNTING_BUG)
     after = {stage: fingerprint.code_fingerprint(stage, root) for stage in fingerprint.STAGE_CODE}
     # counting is run by the recording, the evaluations (dynamic top-k scores experts) and the split's kind table
     assert {stage for stage in before if before[stage] != after[stage]} >= {"record", "eval", "pruning"}
@@ -53,11 +58,12 @@ def test_an_edit_of_the_code_renews_the_stages_that_run_it(package_copy):
 def test_comments_docstrings_and_modules_a_stage_never_runs_keep_its_key(package_copy):
     root, edit = package_copy
     before = {stage: fingerprint.code_fingerprint(stage, root) for stage in fingerprint.STAGE_CODE}
-    edit("counting", '"""Boolean mask of `top_indices`."""', '"""The top-k of each row as a boolean mask."""')
-    edit("counting", "# round() first:", "# round() first (a comment changed):")
-    edit("plotting", "import ", "import math\nimport ")  # a module no stage runs
+    edit("record.counting", '"""Boolean mask of `top_indices`."""', '"""The top-k of each row as a boolean mask."""')
+    edit("record.counting", "# round() first:", "# round() first (a comment changed):")
+    edit("figures.plotting", "import ", "import math\nimport ")  # a module no stage runs
     assert before == {stage: fingerprint.code_fingerprint(stage, root) for stage in fingerprint.STAGE_CODE}
-    assert "plotting" not in fingerprint.stage_modules("eval") and "lm_head" in fingerprint.stage_modules("eval")
+    eval_modules = fingerprint.stage_modules("eval")
+    assert "figures.plotting" not in eval_modules and "model.lm_head" in eval_modules
 
 
 def test_library_versions_are_part_of_the_fingerprint(monkeypatch):
@@ -88,36 +94,36 @@ RECORD_SCRIPT = """
 import hashlib, json, logging, sys
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)
 import babel_utils
-from babel_utils import stages
-from babel_utils.config import BabelConfig
-from babel_utils.models import load_model
+from babel_utils.run import stages
+from babel_utils.core.config import BabelConfig
+from babel_utils.model.loading import load_model
 cfg = BabelConfig(model="tiny-llama", device="cpu", languages=("en",), n_experts=16, kmeans_iters=2,
                   kmeans_swap_rounds=0)
 model, tokenizer = load_model(cfg.model, device="cpu")
 labels, _ = stages.split(cfg, model)
-counts = stages.record_language(cfg, model, tokenizer, labels, "en", 128)
-print(json.dumps({"package": babel_utils.__file__, "selected": int(counts.counts.sum()),
-                  "tokens": int(counts.n_tokens)}))
+for _ in range(int(sys.argv[1])):  # the second time in one process reads the cache on disk, as a new process would
+    counts = stages.record_language(cfg, model, tokenizer, labels, "en", 128)
+    print(json.dumps({"package": babel_utils.__file__, "selected": int(counts.counts.sum()),
+                      "tokens": int(counts.n_tokens)}))
 """
 
 
-def _record(src: Path, cache_dir: Path) -> tuple[dict, str]:
-    """Record a tiny model's counts with the package at `src` in a fresh process: its result and its log."""
+def _record(src: Path, cache_dir: Path, times: int = 1) -> tuple[list[dict], str]:
+    """Record a tiny model's counts `times` with the package at `src` in a fresh process: the results, the log."""
     env = {**os.environ, "PYTHONPATH": str(src), "BABEL_CACHE": str(cache_dir), "TQDM_DISABLE": "1"}
-    done = subprocess.run([sys.executable, "-c", RECORD_SCRIPT], env=env, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", RECORD_SCRIPT, str(times)], env=env, capture_output=True, text=True,
                           timeout=300, cwd=src)
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+    return [json.loads(line) for line in done.stdout.strip().splitlines()[-times:]], done.stderr
 
 
 def test_a_result_changing_edit_of_the_counting_code_recomputes_the_recording(package_copy, tmp_path):
     root, edit = package_copy
-    first, log = _record(root.parent, tmp_path / "cache")
-    assert first["package"].startswith(str(root)) and "record: computing" in log
-    again, log = _record(root.parent, tmp_path / "cache")
-    assert again == first and "record: cached" in log and "record: computing" not in log
-    edit("counting", *COUNTING_BUG)  # one more expert selected per token
-    fixed, log = _record(root.parent, tmp_path / "cache")
+    (first, again), log = _record(root.parent, tmp_path / "cache", times=2)
+    assert first["package"].startswith(str(root))
+    assert log.count("record: computing") == 1 and "record: cached" in log and again == first
+    edit("record.counting", *COUNTING_BUG)  # one more expert selected per token
+    (fixed,), log = _record(root.parent, tmp_path / "cache")
     assert "record: computing" in log
     assert fixed["selected"] == first["selected"] + first["tokens"]
 

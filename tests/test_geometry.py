@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from babel_utils import geometry
-from babel_utils.languages import PAPER_LANGUAGES
+from babel_utils.analyse import geometry
+from babel_utils.core.languages import PAPER_LANGUAGES
 
 LANGS = list(PAPER_LANGUAGES)
 
@@ -75,7 +75,7 @@ def test_shared_vocabulary_is_a_reference_and_separates_from_genealogy():
     rng = np.random.default_rng(2)
     scripts = ["Latin", "Devanagari", "Arabic", "Bengali", "Han"]
     pools = {s: set(range(1000 * i, 1000 * i + 400)) for i, s in enumerate(scripts)}  # disjoint across scripts
-    from babel_utils.languages import get_language
+    from babel_utils.core.languages import get_language
 
     token_sets = {c: set(rng.choice(sorted(pools[get_language(c).script]), 300, replace=False).tolist()) for c in LANGS}
     vocab = geometry.vocabulary_distance(token_sets)

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from babel_utils import evaluation, intervals
-from babel_utils.intervals import NOT_DISTINGUISHABLE, Blocks, bpb_difference
+from babel_utils.evaluate import comparisons as evaluation
+from babel_utils.evaluate import intervals
+from babel_utils.evaluate.intervals import NOT_DISTINGUISHABLE, Blocks, bpb_difference
 
 BOOT = evaluation.Bootstrap(n=2000, level=0.95, seed=0)
 N_BLOCKS = 40

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from babel_utils.counting import select, top_mask
-from babel_utils.kmeans import balanced_kmeans, exact_bits, quantize_rows
-from babel_utils.machine import kernel_environment, other_kernel_set
-from babel_utils.paths import REPO_ROOT
-from babel_utils.reproduction import BPB_REL_TOL
+from babel_utils.record.counting import select, top_mask
+from babel_utils.split.kmeans import balanced_kmeans, exact_bits, quantize_rows
+from babel_utils.core.machine import kernel_environment, other_kernel_set
+from babel_utils.core.paths import REPO_ROOT
+from babel_utils.run.reproduction import BPB_REL_TOL
 
 PROBE = REPO_ROOT / "tests" / "probes" / "split_probe.py"
 HEAD_PROBE = REPO_ROOT / "tests" / "probes" / "head_probe.py"
@@ -117,7 +117,7 @@ def test_select_takes_exactly_k_per_token_even_with_ties():
 
 
 def test_scores_are_summed_in_a_fixed_order():
-    from babel_utils.counting import ordered_sum
+    from babel_utils.record.counting import ordered_sum
 
     x = torch.randn(7, 43, generator=torch.Generator().manual_seed(4))
     assert torch.allclose(ordered_sum(x), x.sum(-1), atol=1e-5)

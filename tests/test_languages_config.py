@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from babel_utils.config import BabelConfig, load_config
-from babel_utils.languages import DUPLICATES, LANGUAGES, PAPER_LANGUAGES, UnknownLanguageError, resolve_languages
+from babel_utils.core.config import BabelConfig, load_config
+from babel_utils.core.languages import DUPLICATES, LANGUAGES, PAPER_LANGUAGES, UnknownLanguageError, resolve_languages
 
 DISTINCT = tuple(c for c in LANGUAGES if c not in DUPLICATES)  # every declaration with a text of its own
 
@@ -89,8 +89,7 @@ def test_one_per_genus_is_a_stratified_sample_by_a_rule_a_reader_can_check():
 
 
 def test_the_evaluation_notebooks_run_on_eval_languages_and_03_on_heatmap_languages():
-    from babel_utils import config
-
+    from babel_utils.core import config
     cfg = load_config(None, ["languages=[paper, de, sw]", "eval_languages=[en, genus:Romance]", "token_budget=500"])
     assert cfg.eval_languages == ("en", "fr", "es", "pt")
     view = config.evaluation_view(cfg)
@@ -107,7 +106,7 @@ def test_the_evaluation_notebooks_run_on_eval_languages_and_03_on_heatmap_langua
 
 
 def test_groups_leave_out_exactly_the_declarations_that_repeat_another_text():
-    from babel_utils.data import udhr_articles
+    from babel_utils.data.text import udhr_articles
 
     first: dict[tuple, str] = {}
     repeats = {}

@@ -1,4 +1,4 @@
-"""The language table built from the UDHR and URIEL (babel_utils.languages): the paper's rows, codes
+"""The language table built from the UDHR and URIEL (babel_utils.core.languages): the paper's rows, codes
 of several declarations of one language, genus rules, script detection, shipped URIEL features."""
 
 from __future__ import annotations
@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from babel_utils import languages as L
-from babel_utils.languages import LANGUAGES, PAPER_LANGUAGES, Language
-from babel_utils.paths import LANGUAGES_TABLE, URIEL_FEATURES
+from babel_utils.core import languages as L
+from babel_utils.core.languages import LANGUAGES, PAPER_LANGUAGES, Language
+from babel_utils.core.paths import LANGUAGES_TABLE, URIEL_FEATURES
 
-# The nine rows as they were hand-written in babel_utils/languages.py before the table.
+# The nine rows as they were hand-written in babel_utils/core/languages.py before the table.
 PAPER_ROWS = [
     Language("en", "English", "Indo-European", "Germanic", "Latin"),
     Language("fr", "French", "Indo-European", "Romance", "Latin"),

@@ -10,10 +10,10 @@ import json
 
 import pytest
 
-from babel_utils import data
-from babel_utils import languages as L
-from babel_utils.config import BabelConfig
-from babel_utils.paths import REPO_ROOT, UDHR_ARCHIVE_NAME, UDHR_DIR
+from babel_utils.core import languages as L
+from babel_utils.data import text as data
+from babel_utils.core.config import BabelConfig
+from babel_utils.core.paths import REPO_ROOT, UDHR_ARCHIVE_NAME, UDHR_DIR
 
 # sha256 of the nine files as first committed (git show <first commit>:babel_utils/resources/udhr/<lang>.jsonl)
 PAPER_SHA256 = {
@@ -101,8 +101,7 @@ def test_listing_shows_at_least_300_languages_with_family_and_script():
 
 
 def test_babel_languages_command(capsys):
-    from babel_utils import cli
-
+    from babel_utils.run import cli
     assert cli.main(["languages", "--format", "tsv"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len([line for line in lines[1:] if all(line.split("\t")[i] for i in (2, 4))]) >= 300

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from babel_utils.hooks import ffn_input_hooks
-from babel_utils.moe import moe_view
+from babel_utils.model.hooks import ffn_input_hooks
+from babel_utils.model.moe import moe_view
 from conftest import balanced_labels
 
 

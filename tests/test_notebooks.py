@@ -8,8 +8,8 @@ import nbformat
 import papermill as pm
 import pytest
 
-from babel_utils.config import FIELD_NAMES, BabelConfig
-from babel_utils.paths import NOTEBOOKS_DIR
+from babel_utils.core.config import FIELD_NAMES, BabelConfig
+from babel_utils.core.paths import NOTEBOOKS_DIR
 
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
 DEFAULTS = BabelConfig().to_dict()
@@ -45,14 +45,14 @@ def test_notebook_follows_the_conventions(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_parameters_cell_holds_the_run_selector_and_that_notebooks_knobs_only(path):
-    from babel_utils.config import NOTEBOOK_KNOBS, RUN_SELECTOR
+    from babel_utils.core.config import NOTEBOOK_KNOBS, RUN_SELECTOR
 
     names = [node.targets[0].id for node in parameters_cell(nbformat.read(path, as_version=4)).body]
     assert names == [*RUN_SELECTOR, *NOTEBOOK_KNOBS[path.name[:2]]]
 
 
 def test_a_knob_belongs_to_one_notebook_and_the_table_names_config_fields():
-    from babel_utils.config import NOTEBOOK_KNOBS
+    from babel_utils.core.config import NOTEBOOK_KNOBS
 
     knobs = [k for names in NOTEBOOK_KNOBS.values() for k in names]
     assert len(knobs) == len(set(knobs)), "a knob set in two notebooks' cells could differ between them"

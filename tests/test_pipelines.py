@@ -10,10 +10,13 @@ import pandas as pd
 import pytest
 from test_notebooks_smoke import EXPECTED, _expand
 
-from babel_utils import config, paths, plotting, runner
-from babel_utils.adapters import NATIVE, PLAIN, get_adapter
-from babel_utils.languages import get_language
-from babel_utils.models import load_model
+from babel_utils.core import config
+from babel_utils.core import paths
+from babel_utils.figures import plotting
+from babel_utils.run import runner
+from babel_utils.model.adapters import NATIVE, PLAIN, get_adapter
+from babel_utils.core.languages import get_language
+from babel_utils.model.loading import load_model
 
 pytestmark = pytest.mark.pipelines
 

@@ -11,8 +11,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from babel_utils import analysis, paths, plotting, similarity  # noqa: E402
-from babel_utils.languages import PAPER_LANGUAGES  # noqa: E402
+from babel_utils.analyse import categories as analysis  # noqa: E402
+from babel_utils.core import paths
+from babel_utils.figures import plotting
+from babel_utils.analyse import similarity
+from babel_utils.core.languages import PAPER_LANGUAGES  # noqa: E402
 
 LANGS = list(PAPER_LANGUAGES)
 
@@ -116,7 +119,7 @@ def test_views_switch_to_scalable_ones_for_many_languages():
     median, the ends of the pair ranking, a tall tree: figures of bounded size with no legend entry per language."""
     import itertools
 
-    from babel_utils.languages import LANGUAGES
+    from babel_utils.core.languages import LANGUAGES
 
     rng = np.random.default_rng(0)
     many = [c for c in LANGUAGES][:300]
@@ -156,8 +159,8 @@ def test_views_switch_to_scalable_ones_for_many_languages():
 
 
 def test_the_family_summary_draws_each_family_against_its_random_groups():
-    from babel_utils import families
-    from babel_utils.languages import LANGUAGES
+    from babel_utils.analyse import families
+    from babel_utils.core.languages import LANGUAGES
 
     many = list(LANGUAGES)[:300]
     F = np.random.default_rng(0).random((300, 4, 8))
@@ -174,8 +177,8 @@ def test_the_family_summary_draws_each_family_against_its_random_groups():
 
 @pytest.mark.parametrize("n", [9, 300])
 def test_the_mds_map_colours_families_marks_scripts_and_names_only_small_sets(n):
-    from babel_utils import geometry
-    from babel_utils.languages import LANGUAGES
+    from babel_utils.analyse import geometry
+    from babel_utils.core.languages import LANGUAGES
 
     codes = list(LANGUAGES)[:n]
     points = np.random.default_rng(0).normal(size=(n, 3))

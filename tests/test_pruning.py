@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from babel_utils.adapters import d_ff, down_projs, layer_width, n_layers
-from babel_utils.config import BabelConfig
-from babel_utils.counting import expert_scores
-from babel_utils.hooks import ffn_input_hooks
-from babel_utils.methods import METHODS, build_masks, check_method
-from babel_utils.pruning import (
+from babel_utils.model.adapters import d_ff, down_projs, layer_width, n_layers
+from babel_utils.core.config import BabelConfig
+from babel_utils.record.counting import expert_scores
+from babel_utils.model.hooks import ffn_input_hooks
+from babel_utils.prune.methods import METHODS, build_masks, check_method
+from babel_utils.prune.masks import (
     MaskSpec, activation_levels, apply_mask, dynamic_spec, dynamic_topk,
     layerwise_counts, layerwise_mask, mask_overlap, mask_table, masks_from_results, masks_to_results,
     physically_prune, pruned_per_layer, random_mask, random_masks_like, resolve_top_k, sorting_mask,
@@ -247,7 +247,7 @@ def test_mask_spec_names():
 
 
 def test_exported_pruned_model_reloads_with_uneven_widths(tiny, tmp_path):
-    from babel_utils.pruning import load_pruned, save_pruned
+    from babel_utils.prune.masks import load_pruned, save_pruned
 
     model, tokenizer = tiny
     labels = balanced_labels(n_layers(model), d_ff(model), 16, seed=3)
@@ -267,7 +267,7 @@ def test_exported_pruned_model_reloads_with_uneven_widths(tiny, tmp_path):
 
 
 def test_paired_median_ms_times_every_contender():
-    from babel_utils.pruning import paired_median_ms
+    from babel_utils.prune.masks import paired_median_ms
 
     calls = {"a": 0, "b": 0}
 
@@ -281,7 +281,7 @@ def test_paired_median_ms_times_every_contender():
 def test_overlap_sentence_and_most_different_pair():
     import pandas as pd
 
-    from babel_utils.pruning import describe_overlap, most_different_pair
+    from babel_utils.prune.masks import describe_overlap, most_different_pair
 
     langs = ["en", "fr", "hi"]
     jac = pd.DataFrame([[1.0, 0.6, 0.2], [0.6, 1.0, 0.3], [0.2, 0.3, 1.0]], index=langs, columns=langs)
@@ -307,7 +307,7 @@ def test_build_masks_bad_input_messages(freqs):
 
 
 def test_row_masks_equal_one_mask_at_a_time(tiny):
-    from babel_utils.pruning import apply_row_masks
+    from babel_utils.prune.masks import apply_row_masks
 
     model, tokenizer = tiny
     labels = balanced_labels(n_layers(model), d_ff(model), 16, seed=6)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from babel_utils import recovery
-from babel_utils.similarity import as_distance, similarity_matrix
+from babel_utils.analyse import recovery
+from babel_utils.analyse.similarity import as_distance, similarity_matrix
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from babel_utils import cli, paths
-from babel_utils.paths import CONFIGS_DIR
+from babel_utils.run import cli
+from babel_utils.core import paths
+from babel_utils.core.paths import CONFIGS_DIR
 
 SMOKE = str(CONFIGS_DIR / "smoke.yaml")
 
@@ -42,8 +43,8 @@ def test_missing_config_file(capsys):
     ("01", "compare_layers", ""),
 ])
 def test_every_notebook_knob_is_a_config_field_that_set_reaches(notebook, key, value):
-    from babel_utils import config, runner
-
+    from babel_utils.core import config
+    from babel_utils.run import runner
     cfg = config.load_config(SMOKE, [f"{key}={value}"])
     (path,) = runner.notebooks([notebook])
     got = runner.notebook_parameters(cfg, path)[key]
@@ -53,16 +54,16 @@ def test_every_notebook_knob_is_a_config_field_that_set_reaches(notebook, key, v
 def test_every_parameter_a_notebook_declares_is_a_config_field_but_the_run_selector():
     import papermill as pm
 
-    from babel_utils import config, runner
-
+    from babel_utils.core import config
+    from babel_utils.run import runner
     for path in runner.notebooks():
         loose = sorted(set(pm.inspect_notebook(str(path))) - set(config.FIELD_NAMES) - set(config.RUN_SELECTOR))
         assert not loose, f"{path.name} declares parameters that `babel run --set` cannot reach: {loose}"
 
 
 def test_the_runner_passes_a_notebook_its_run_name_and_its_own_knobs_only():
-    from babel_utils import config, runner
-
+    from babel_utils.core import config
+    from babel_utils.run import runner
     cfg = config.load_config(SMOKE)
     for path in runner.notebooks():
         got = runner.notebook_parameters(cfg, path)
@@ -75,8 +76,7 @@ def test_side_by_side_starts_a_notebook_only_after_what_it_reads_and_never_more_
     import time
     from pathlib import Path
 
-    from babel_utils import runner
-
+    from babel_utils.run import runner
     notebooks = [Path(f"{n}_x.ipynb") for n in ("01", "02", "03", "04", "05", "07", "08", "09")]
     events, lock, active = [], threading.Lock(), [0]
 

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from scipy.stats import entropy
 
-from babel_utils import similarity as sim
-from babel_utils.languages import LANGUAGES, PAPER_LANGUAGES
+from babel_utils.analyse import similarity as sim
+from babel_utils.core.languages import LANGUAGES, PAPER_LANGUAGES
 
 PAPER = list(PAPER_LANGUAGES)  # en fr es pt hi ur bn ar zh
 

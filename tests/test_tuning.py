@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from babel_utils import cache, config, models, paths, tuning
-
+from babel_utils.core import cache
+from babel_utils.core import config
+from babel_utils.model import loading as models
+from babel_utils.core import paths
+from babel_utils.analyse import tuning
 TINY = dict(model="tiny-llama", device="cpu", languages=["en", "fr", "hi"], tuning_steps=6, tuning_lr=3e-3,
             tuning_batch=4, tuning_max_tokens=48)
 
@@ -153,14 +156,14 @@ def test_offline_tuning_needs_two_languages():
 
 def test_committed_adapters_match_the_default_config():
     """A committed adapter is found by the default config's tuning key; a changed default would silently
-    re-tune for minutes in 06, so it must come with a new adapter (python -m babel_utils.tuning)."""
+    re-tune for minutes in 06, so it must come with a new adapter (python -m babel_utils.analyse.tuning)."""
     committed = sorted(p.parent.name for p in tuning.COMMITTED_DIR.glob("*/meta.json"))
     if not committed:
         pytest.skip("no committed adapter")
     cfg = config.load_config(paths.CONFIGS_DIR / "default.yaml")
     assert (tuning.committed_dir(cfg) / "meta.json").exists(), (
         f"resources/tuning holds {committed} but not the default config's key {tuning.committed_dir(cfg).name}; "
-        "rerun `python -m babel_utils.tuning configs/default.yaml`.")
+        "rerun `python -m babel_utils.analyse.tuning configs/default.yaml`.")
 
 
 def test_lora_on_conv1d_maps_merges_like_the_hooked_model():

@@ -1,4 +1,4 @@
-"""A fresh run reproduces the committed one: every check of babel_utils.reproduction within its tolerance.
+"""A fresh run reproduces the committed one: every check of babel_utils.run.reproduction within its tolerance.
 
 Runs only when BABEL_REPRODUCE_RUN names a run folder (make test executes the notebooks into one, then
 runs this; make test-kernels does the same for notebooks 01-02 under another CPU kernel set);
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from babel_utils import reproduction
-from babel_utils.paths import results_dir
+from babel_utils.run import reproduction
+from babel_utils.core.paths import results_dir
 
 RUN = Path(os.environ.get("BABEL_REPRODUCE_RUN", "runs/default"))
 ONLY = [n for n in os.environ.get("BABEL_REPRODUCE_ONLY", "").split(",") if n] or None

@@ -1,0 +1,1 @@
+"""Stage 8 (08_pruning_eval): scoring masked models on held-out text and tasks, with intervals."""

@@ -1,0 +1,1 @@
+"""Every figure of the notebooks, in one style."""

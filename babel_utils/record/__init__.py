@@ -1,0 +1,1 @@
+"""Stage 2 (02_record): which experts each token selects, counted into activation frequencies."""

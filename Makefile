@@ -42,10 +42,12 @@ smoke: setup
 # NBVAL_CHECK_OUTPUT are compared, those whose output no float rounding can change), then that run's
 # results are checked against notebooks/reference/default.json within stated tolerances.
 test: setup
+	# The layers of the package (pyproject.toml's import-linter contract): no stage imports one above it.
+	$(VENV)/bin/lint-imports --no-cache
 	# The default model is dequantized in the background while the unit tests run (only nbval needs it, and its
 	# one-off conversion bar must not land in nbval's outputs); then nbval, then the reproduction checks.
 	runs=$$(mktemp -d); \
-	$(QUIET_ENV) $(PY) -m babel_utils.model.loading --dequantize gemma-3-270m > /dev/null & deq=$$!; \
+	$(QUIET_ENV) $(PY) -m babel_utils.models.loading --dequantize gemma-3-270m > /dev/null & deq=$$!; \
 	$(FRESH_RUN) $(PY) -m pytest tests -m "not kernels and not pipelines"; units=$$?; \
 	wait $$deq && test $$units -eq 0 && \
 		$(FRESH_RUN) $(PY) -m pytest $(NOTEBOOKS) $(NBVAL) && \

@@ -20,13 +20,12 @@ import time
 import numpy as np
 import torch
 
-from babel_utils.model import adapters
 from babel_utils.core import config
 from babel_utils.data import text as data
-from babel_utils.model import lm_head
-from babel_utils.prune import masks as pruning
 from babel_utils.evaluate import scoring
-from babel_utils.model.loading import load_model, resolve_device
+from babel_utils.models import adapters, lm_head
+from babel_utils.models.loading import load_model, resolve_device
+from babel_utils.prune import masks as pruning
 
 
 def sync(device: torch.device) -> None:

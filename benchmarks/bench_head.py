@@ -22,9 +22,9 @@ import torch
 
 from babel_utils.core import config
 from babel_utils.data import text as data
-from babel_utils.model import lm_head
 from babel_utils.evaluate import scoring
-from babel_utils.model.loading import load_model
+from babel_utils.models import lm_head
+from babel_utils.models.loading import load_model
 
 
 def best_of(fn, repeats: int) -> float:

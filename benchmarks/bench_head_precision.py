@@ -19,13 +19,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from babel_utils.core import config
+from babel_utils.core import config, paths
 from babel_utils.evaluate import comparisons as evaluation
-from babel_utils.model import lm_head
-from babel_utils.core import paths
+from babel_utils.models import lm_head
+from babel_utils.models.loading import load_model
 from babel_utils.prune import masks as pruning
 from babel_utils.run import stages
-from babel_utils.model.loading import load_model
 
 
 def jobs_of(cfg: config.BabelConfig, specs: list[pruning.MaskSpec]) -> dict[str, tuple[config.BabelConfig, list]]:

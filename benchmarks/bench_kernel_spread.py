@@ -29,16 +29,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from babel_utils.core import config
-from babel_utils.data import text as data
-from babel_utils.prune import methods
-from babel_utils.core import paths
-from babel_utils.prune import masks as pruning
-from babel_utils.run import reproduction
-from babel_utils.evaluate import scoring
-from babel_utils.run import stages
+from babel_utils.core import config, paths
 from babel_utils.core.machine import kernel_environment, machine_info
-from babel_utils.model.loading import load_model
+from babel_utils.data import text as data
+from babel_utils.evaluate import scoring
+from babel_utils.models.loading import load_model
+from babel_utils.prune import masks as pruning
+from babel_utils.prune import methods
+from babel_utils.run import reproduction, stages
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_head_precision import jobs_of  # noqa: E402

@@ -23,9 +23,10 @@ import time
 
 def one_size(config: str, n: int, budget: int) -> dict:
     """Split and record the first n languages of the config in this process; time, tokens and peak RSS."""
-    from babel_utils import config as config_mod     from babel_utils import data
+    from babel_utils.core import config as config_mod
+    from babel_utils.data import text as data
+    from babel_utils.models.loading import load_model
     from babel_utils.run import stages
-    from babel_utils.model.loading import load_model
 
     cfg = config_mod.load_config(config, [f"token_budget={budget}"])
     cfg = cfg.replace(languages=cfg.languages[:n])

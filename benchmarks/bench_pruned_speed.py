@@ -34,8 +34,8 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig, PretrainedConfig
 
-from babel_utils.model.adapters import body, d_ff, layer_width, mlps, n_layers
-from babel_utils.model.loading import resolve_device, resolve_dtype
+from babel_utils.models.adapters import body, d_ff, layer_width, mlps, n_layers
+from babel_utils.models.loading import resolve_device, resolve_dtype
 from babel_utils.prune.masks import apply_mask, physically_prune, pruned_share, sorting_mask
 
 log = logging.getLogger("bench_pruned_speed")
@@ -122,8 +122,7 @@ def make_mask(model: nn.Module, n_experts: int, ratio: float, mode: str, seed: i
 
 def run_mask(run: str, language: str, mask: str) -> tuple[np.ndarray, np.ndarray, str]:
     """Labels and one 07_pruning mask of a run: (labels [L, d_ff], mask [L, E], the mask's name)."""
-    from babel_utils.core import paths
-    from babel_utils.core import results
+    from babel_utils.core import paths, results
     from babel_utils.prune.masks import masks_from_results
 
     res = paths.results_dir(paths.run_dir(run))
@@ -215,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     dtype = resolve_dtype(args.dtype, device)
     t0 = time.perf_counter()
     if args.model:
-        from babel_utils.model.loading import load_model
+        from babel_utils.models.loading import load_model
 
         model, _ = load_model(args.model, str(dtype).removeprefix("torch."), str(device))
     else:

@@ -17,9 +17,9 @@ import time
 import numpy as np
 import torch
 
-from babel_utils.model import adapters
+from babel_utils.models import adapters
+from babel_utils.models.loading import load_model, resolve_device
 from babel_utils.record.counting import ExpertCounter, expert_scores, n_selected, select, zscore
-from babel_utils.model.loading import load_model, resolve_device
 
 
 def random_llama(shape: str, dtype: torch.dtype, device: torch.device) -> torch.nn.Module:

@@ -48,16 +48,15 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from babel_utils.model import adapters  # noqa: E402
-from babel_utils.split import clustering
-from babel_utils.data import text as data
-from babel_utils.split import kmeans
-from babel_utils.prune import masks as pruning
-from babel_utils.evaluate import scoring
-from babel_utils.run import stages
 from babel_utils.core.config import BabelConfig  # noqa: E402
-from babel_utils.record.counting import expert_scores, n_selected, record_counts, select, zscore  # noqa: E402
 from babel_utils.core.languages import PAPER_LANGUAGES  # noqa: E402
+from babel_utils.data import text as data
+from babel_utils.evaluate import scoring
+from babel_utils.models import adapters  # noqa: E402
+from babel_utils.prune import masks as pruning
+from babel_utils.record.counting import expert_scores, n_selected, record_counts, select, zscore  # noqa: E402
+from babel_utils.run import stages
+from babel_utils.split import clustering, kmeans
 
 log = logging.getLogger("gpu_check")
 
@@ -589,7 +588,7 @@ def eval_texts(min_chars: int) -> list[str]:
 
 def part_masked_eval(table: Table, s: Setup) -> None:
     """Part 3: perplexity under one static mask (apply_row_masks, as stages._evaluate) against no mask."""
-    from babel_utils.model.loading import byte_tokenizer
+    from babel_utils.models.loading import byte_tokenizer
 
     model = s.model()
     tokenizer = byte_tokenizer()  # token ids < 259 fit every vocabulary; the texts' content does not matter here
@@ -666,7 +665,7 @@ def placement(device: torch.device, n_layers: int) -> dict[str, Any]:
 
 def part_device_map(table: Table, s: Setup) -> None:
     """Part 5: counts of a model placed by accelerate against the same model on one device."""
-    from babel_utils.model.loading import load_model
+    from babel_utils.models.loading import load_model
 
     with tempfile.TemporaryDirectory(prefix="gpu_check_tiny_") as folder:
         model, tokenizer = load_model("tiny-llama", device="cpu", seed=s.args.seed)
@@ -749,9 +748,9 @@ def notebook_params(cfg: BabelConfig, notebook: Path) -> dict[str, Any]:
 
 def run_notebooks(table: Table, s: Setup, selected: list[Path]) -> None:
     """Execute the notebooks in order as `babel run` does (runner.preflight, runner.execute), one row each."""
-    from babel_utils.run import runner
     from babel_utils.core.config import save_config
     from babel_utils.core.paths import results_dir, run_dir, run_figures_dir
+    from babel_utils.run import runner
 
     cfg = smoke_config(s.device)
     runner.preflight(cfg)

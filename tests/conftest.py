@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from babel_utils.model.loading import load_model
+from babel_utils.models.loading import load_model
 
 # The reproduction test compares a fresh run of the notebooks with the committed reference; it runs when
 # make test (or make test-kernels) has made that run and names it in BABEL_REPRODUCE_RUN.

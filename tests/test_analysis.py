@@ -8,6 +8,7 @@ import pytest
 
 from babel_utils.analyse import categories as analysis
 from babel_utils.record import frequencies
+
 LANGS = ["en", "fr", "zh"]
 N_TOKENS = 1000
 

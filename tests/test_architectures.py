@@ -12,10 +12,10 @@ from conftest import balanced_labels
 from test_counting import reference_counts
 
 from babel_utils.evaluate import scoring
-from babel_utils.model.adapters import ADAPTERS, NATIVE, d_ff, down_projs, first_module, mlps, n_layers
-from babel_utils.record.counting import n_selected, record_counts
-from babel_utils.model.moe import moe_view
+from babel_utils.models.adapters import ADAPTERS, NATIVE, d_ff, down_projs, first_module, mlps, n_layers
+from babel_utils.models.moe import moe_view
 from babel_utils.prune.masks import apply_mask, apply_row_masks, load_pruned, physically_prune, save_pruned
+from babel_utils.record.counting import n_selected, record_counts
 
 SMALL = dict(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, head_dim=8, max_position_embeddings=128, pad_token_id=0, bos_token_id=1,
@@ -136,7 +136,7 @@ def plain_h_of_every_layer(model, ids, am):
 
 
 def test_a_model_type_without_a_row_names_the_supported_ones_and_how_to_add_one():
-    from babel_utils.model.adapters import get_adapter
+    from babel_utils.models.adapters import get_adapter
 
     config = transformers.AutoConfig.for_model("mamba", vocab_size=300, hidden_size=32, num_hidden_layers=1)
     with pytest.raises(ValueError) as err:

@@ -6,8 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from babel_utils.core import cache
-from babel_utils.core import results
+from babel_utils.core import cache, results
 from babel_utils.core.config import BabelConfig
 
 
@@ -72,8 +71,7 @@ def test_unknown_stage_is_an_error():
 
 
 def test_an_upstream_result_made_with_other_parameters_stops_a_downstream_read(tmp_path, caplog):
-    from babel_utils.core import cache
-    from babel_utils.core import results
+    from babel_utils.core import cache, results
     from babel_utils.core.config import BabelConfig
 
     made = BabelConfig(top_fraction=0.1)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from babel_utils.models.loading import tiny_model
 from babel_utils.split.clustering import (
     cluster_matrix,
     compare_with_kmeans_constrained,
@@ -15,7 +16,6 @@ from babel_utils.split.clustering import (
     split_model,
 )
 from babel_utils.split.kmeans import balanced_kmeans, balanced_kmeans_batch
-from babel_utils.model.loading import tiny_model
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from babel_utils.model.adapters import down_projs
-from babel_utils.record.counting import ExpertCounter, frequency_table, n_selected, record_counts
-from babel_utils.model.hooks import ffn_input_hooks
 from conftest import balanced_labels
+
+from babel_utils.models.adapters import down_projs
+from babel_utils.models.hooks import ffn_input_hooks
+from babel_utils.record.counting import ExpertCounter, frequency_table, n_selected, record_counts
 
 N_EXPERTS = 16
 
@@ -161,9 +161,9 @@ def test_several_splits_in_one_pass_count_exactly_like_separate_passes(tiny):
 
 
 def test_recording_several_splits_caches_each_and_passes_over_the_text_once(tiny, monkeypatch):
+    from babel_utils.core.config import BabelConfig
     from babel_utils.record import counting
     from babel_utils.run import stages
-    from babel_utils.core.config import BabelConfig
 
     model, tokenizer = tiny
     base = BabelConfig(model="tiny", languages=("en",), token_budget=120, seq_len=32, batch_size=2)

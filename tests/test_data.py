@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
-from babel_utils.data import text as data
 from babel_utils.core.config import BabelConfig
 from babel_utils.core.languages import PAPER_LANGUAGES
-from babel_utils.model.loading import byte_tokenizer
 from babel_utils.core.paths import mgsm_dir
+from babel_utils.data import text as data
+from babel_utils.models.loading import byte_tokenizer
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import balanced_labels
 from transformers import PreTrainedModel
 
 from babel_utils.data import text as data
+from babel_utils.models.adapters import down_projs
+from babel_utils.models.loading import load_model
 from babel_utils.prune import masks as pruning
-from babel_utils.model.adapters import down_projs
 from babel_utils.record.counting import record_counts
-from babel_utils.model.loading import load_model
-from conftest import balanced_labels
 
 N_EXPERTS = 16
 MODULES = ["model.embed_tokens", *(f"model.layers.{i}" for i in range(4)), "model.norm", "model.rotary_emb",

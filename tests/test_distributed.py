@@ -14,17 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import balanced_labels
 
 from babel_utils.core import cache
-from babel_utils.data import text as data
-from babel_utils.run import distributed
-from babel_utils.kinds import expert_kinds
-from babel_utils.run import stages
 from babel_utils.core.config import load_config
-from babel_utils.record.counting import LanguageCounts, record_counts
-from babel_utils.model.loading import load_model
 from babel_utils.core.paths import CONFIGS_DIR, REPO_ROOT, results_dir, run_dir
-from conftest import balanced_labels
+from babel_utils.data import text as data
+from babel_utils.kinds import expert_kinds
+from babel_utils.models.loading import load_model
+from babel_utils.record.counting import LanguageCounts, record_counts
+from babel_utils.run import distributed, stages
 
 N_EXPERTS = 16
 BATCH = 2
@@ -42,7 +41,7 @@ WORKER = textwrap.dedent("""
 
     from babel_utils.data import text as data
     from babel_utils.run import distributed
-    from babel_utils.model import loading as models
+    from babel_utils.models import loading as models
     out, config, *overrides = sys.argv[1:]
     dist.init_process_group("gloo")
     rank = dist.get_rank()

@@ -11,18 +11,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import balanced_labels
 from torch import nn
 
-from babel_utils.data import text as data
-from babel_utils.evaluate import metrics
-from babel_utils.model.adapters import d_ff, n_layers
 from babel_utils.core.config import BabelConfig
-from babel_utils.evaluate import tasks
+from babel_utils.data import text as data
+from babel_utils.evaluate import metrics, tasks
 from babel_utils.evaluate.scoring import generate_greedy, perplexity
 from babel_utils.evaluate.tasks import choice_loglik_scores, extract_answer, mgsm_eval, mgsm_prompt, xcsqa_prompt
-from babel_utils.model.loading import load_model
-from babel_utils.prune.masks import dense_spec, sorting_mask, MaskSpec
-from conftest import balanced_labels
+from babel_utils.models.adapters import d_ff, n_layers
+from babel_utils.models.loading import load_model
+from babel_utils.prune.masks import MaskSpec, dense_spec, sorting_mask
 
 FIXTURES = Path(__file__).parent / "fixtures" / "xcsqa"
 TEXTS = ["Everyone has the right to take part in the government of his country.",
@@ -424,8 +423,8 @@ def test_task_summaries_and_metric_table():
 
 
 def test_cached_evaluation_stages(llama, tmp_path):
-    from babel_utils.run import stages
     from babel_utils.evaluate.comparisons import mask_label
+    from babel_utils.run import stages
 
     model, tokenizer = llama
     cfg = _small_cfg(tmp_path)
@@ -496,8 +495,8 @@ def test_perplexity_and_mgsm_of_several_masks_at_once(llama, tmp_path):
 
 
 def test_mgsm_jobs_of_several_languages_share_batches(llama, tmp_path):
-    from babel_utils.run import stages
     from babel_utils.prune.masks import apply_mask
+    from babel_utils.run import stages
 
     model, tokenizer = llama
     cfg = _small_cfg(tmp_path)

@@ -8,21 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from babel_utils.core import cache
-from babel_utils.core import config
+from babel_utils.analyse import tuning
+from babel_utils.core import cache, config, paths, results
 from babel_utils.data import text as data
 from babel_utils.evaluate import comparisons as evaluation
-from babel_utils.kinds import expert_kinds
-from babel_utils.prune import methods
-from babel_utils.kinds import native
-from babel_utils.core import paths
-from babel_utils.prune import masks as pruning
-from babel_utils.core import results
-from babel_utils.run import runner
-from babel_utils.run import stages
 from babel_utils.evaluate import tasks
-from babel_utils.analyse import tuning
-from babel_utils.model.loading import load_model
+from babel_utils.kinds import expert_kinds, native
+from babel_utils.models.loading import load_model
+from babel_utils.prune import masks as pruning
+from babel_utils.prune import methods
+from babel_utils.run import runner, stages
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from babel_utils.model.experts import ExpertSplit
+from babel_utils.models.experts import ExpertSplit
 
 
 def test_split_facts_and_permutation():

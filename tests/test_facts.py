@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import shutil
 
-from babel_utils.run import facts
 from babel_utils.core.paths import REPO_ROOT
+from babel_utils.run import facts
 
 
 def test_every_marked_number_of_the_documents_is_what_its_output_says():

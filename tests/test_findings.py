@@ -12,12 +12,11 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from babel_utils.analyse import categories as analysis  # noqa: E402
-from babel_utils.core import config
-from babel_utils.record import frequencies
-from babel_utils.figures import plotting
-from babel_utils.core import results
 from babel_utils.analyse import similarity as sim
+from babel_utils.core import config, results
 from babel_utils.core.languages import LANGUAGES, PAPER_LANGUAGES  # noqa: E402
+from babel_utils.figures import plotting
+from babel_utils.record import frequencies
 
 LANGS = ["en", "fr", "zh"]
 PAPER = list(PAPER_LANGUAGES)

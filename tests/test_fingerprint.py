@@ -15,13 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from babel_utils.core import cache
-from babel_utils.core import fingerprint
-from babel_utils.prune import methods
-from babel_utils.prune import masks as pruning
-from babel_utils.core import results
-from babel_utils.run import stages
+from babel_utils.core import cache, fingerprint, results
 from babel_utils.core.config import BabelConfig
+from babel_utils.prune import masks as pruning
+from babel_utils.prune import methods
+from babel_utils.run import stages
 
 
 @pytest.fixture
@@ -58,12 +56,12 @@ def test_an_edit_of_the_code_renews_the_stages_that_run_it(package_copy):
 def test_comments_docstrings_and_modules_a_stage_never_runs_keep_its_key(package_copy):
     root, edit = package_copy
     before = {stage: fingerprint.code_fingerprint(stage, root) for stage in fingerprint.STAGE_CODE}
-    edit("record.counting", '"""Boolean mask of `top_indices`."""', '"""The top-k of each row as a boolean mask."""')
+    edit("record.counting", '"""Flat (layer * E + expert) indices', '"""Flat indices (layer * E + expert)')
     edit("record.counting", "# round() first:", "# round() first (a comment changed):")
     edit("figures.plotting", "import ", "import math\nimport ")  # a module no stage runs
     assert before == {stage: fingerprint.code_fingerprint(stage, root) for stage in fingerprint.STAGE_CODE}
     eval_modules = fingerprint.stage_modules("eval")
-    assert "figures.plotting" not in eval_modules and "model.lm_head" in eval_modules
+    assert "figures.plotting" not in eval_modules and "models.lm_head" in eval_modules
 
 
 def test_library_versions_are_part_of_the_fingerprint(monkeypatch):
@@ -96,7 +94,7 @@ logging.basicConfig(level=logging.INFO, stream=sys.stderr)
 import babel_utils
 from babel_utils.run import stages
 from babel_utils.core.config import BabelConfig
-from babel_utils.model.loading import load_model
+from babel_utils.models.loading import load_model
 cfg = BabelConfig(model="tiny-llama", device="cpu", languages=("en",), n_experts=16, kmeans_iters=2,
                   kmeans_swap_rounds=0)
 model, tokenizer = load_model(cfg.model, device="cpu")

@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from babel_utils.record.counting import select, top_mask
-from babel_utils.split.kmeans import balanced_kmeans, exact_bits, quantize_rows
 from babel_utils.core.machine import kernel_environment, other_kernel_set
 from babel_utils.core.paths import REPO_ROOT
+from babel_utils.models.topk import top_mask
+from babel_utils.record.counting import select
 from babel_utils.run.reproduction import BPB_REL_TOL
+from babel_utils.split.kmeans import balanced_kmeans, exact_bits, quantize_rows
 
 PROBE = REPO_ROOT / "tests" / "probes" / "split_probe.py"
 HEAD_PROBE = REPO_ROOT / "tests" / "probes" / "head_probe.py"

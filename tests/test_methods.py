@@ -8,16 +8,16 @@ matplotlib.use("Agg")
 
 import numpy as np
 import pytest
-
-from babel_utils.evaluate import comparisons as evaluation
-from babel_utils.prune import methods
-from babel_utils.figures import plotting
-from babel_utils.prune import masks as pruning
-from babel_utils.run import stages
-from babel_utils.model.adapters import d_ff, n_layers
-from babel_utils.core.config import BabelConfig
-from babel_utils.model.loading import load_model
 from conftest import balanced_labels
+
+from babel_utils.core.config import BabelConfig
+from babel_utils.evaluate import comparisons as evaluation
+from babel_utils.figures import plotting
+from babel_utils.models.adapters import d_ff, n_layers
+from babel_utils.models.loading import load_model
+from babel_utils.prune import masks as pruning
+from babel_utils.prune import methods
+from babel_utils.run import stages
 
 L, E = 4, 16
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from babel_utils.model import adapters
-from babel_utils.model.loading import BUILTIN_MODELS, _gguf_parts, load_model, tiny_model
+from babel_utils.models import adapters
+from babel_utils.models.loading import BUILTIN_MODELS, _gguf_parts, load_model, tiny_model
 
 
 def test_adapter_finds_gated_ffn(tiny):
@@ -61,7 +61,7 @@ def test_builtin_gguf_files_are_found_without_importing_their_packages():
 def test_smollm2_dequantizes_once_and_loads(monkeypatch):
     model, tokenizer = load_model("smollm2-135m-instruct", device="cpu")
     assert model.config.model_type == "llama" and adapters.d_ff(model) == 1536
-    monkeypatch.setattr("babel_utils.model.loading._assemble_gguf", lambda *a: pytest.fail("dequantized twice"))
+    monkeypatch.setattr("babel_utils.models.loading._assemble_gguf", lambda *a: pytest.fail("dequantized twice"))
     load_model("smollm2-135m-instruct", device="cpu")
     ids = tokenizer("The capital of France is", return_tensors="pt").input_ids
     with torch.no_grad():
@@ -72,7 +72,7 @@ def test_smollm2_dequantizes_once_and_loads(monkeypatch):
 def test_the_gguf_file_is_parsed_once_within_the_block_and_the_library_restored():
     import gguf
 
-    from babel_utils.model.loading import _gguf_parsed_once
+    from babel_utils.models.loading import _gguf_parsed_once
 
     reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
     with _gguf_parsed_once():
@@ -83,9 +83,9 @@ def test_the_gguf_file_is_parsed_once_within_the_block_and_the_library_restored(
 
 @pytest.mark.parametrize("load", ["ffn_width", "load_model"])
 def test_an_unknown_hub_model_offline_is_a_babel_error_with_the_fix(load, monkeypatch):
-    import babel_utils.model.loading as models
-
     import huggingface_hub.constants
+
+    import babel_utils.models.loading as models
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no network retries in the test
     with pytest.raises(ValueError) as err:

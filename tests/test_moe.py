@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
-from babel_utils.model.hooks import ffn_input_hooks
-from babel_utils.model.moe import moe_view
 from conftest import balanced_labels
+
+from babel_utils.models.hooks import ffn_input_hooks
+from babel_utils.models.moe import moe_view
 
 
 def test_moe_view_with_every_expert_on_equals_dense(tiny):

@@ -10,7 +10,7 @@ import torch
 import transformers
 
 from babel_utils.kinds import native
-from babel_utils.model.adapters import ADAPTERS, NATIVE
+from babel_utils.models.adapters import ADAPTERS, NATIVE
 
 BASE = dict(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, head_dim=8, max_position_embeddings=128, pad_token_id=0, bos_token_id=1,
@@ -144,7 +144,7 @@ def test_group_limited_routing_masks_exactly_and_refuses_removal():
 
 
 def test_the_dense_paths_name_the_native_module_for_a_native_model():
-    from babel_utils.model.adapters import d_ff
+    from babel_utils.models.adapters import d_ff
 
     with pytest.raises(ValueError, match="native mixture of experts.*babel_utils.kinds.native"):
         d_ff(tiny_moe("olmoe"))

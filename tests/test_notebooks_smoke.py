@@ -10,10 +10,10 @@ import time
 import pandas as pd
 import pytest
 
-from babel_utils.core import config
-from babel_utils.core import paths
+from babel_utils.core import config, paths
 from babel_utils.figures import plotting
 from babel_utils.run import runner
+
 pytestmark = pytest.mark.pipelines
 
 SMOKE = paths.CONFIGS_DIR / "smoke.yaml"

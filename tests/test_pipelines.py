@@ -10,13 +10,12 @@ import pandas as pd
 import pytest
 from test_notebooks_smoke import EXPECTED, _expand
 
-from babel_utils.core import config
-from babel_utils.core import paths
-from babel_utils.figures import plotting
-from babel_utils.run import runner
-from babel_utils.model.adapters import NATIVE, PLAIN, get_adapter
+from babel_utils.core import config, paths
 from babel_utils.core.languages import get_language
-from babel_utils.model.loading import load_model
+from babel_utils.figures import plotting
+from babel_utils.models.adapters import NATIVE, PLAIN, get_adapter
+from babel_utils.models.loading import load_model
+from babel_utils.run import runner
 
 pytestmark = pytest.mark.pipelines
 

@@ -12,10 +12,10 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from babel_utils.analyse import categories as analysis  # noqa: E402
-from babel_utils.core import paths
-from babel_utils.figures import plotting
 from babel_utils.analyse import similarity
+from babel_utils.core import paths
 from babel_utils.core.languages import PAPER_LANGUAGES  # noqa: E402
+from babel_utils.figures import plotting
 
 LANGS = list(PAPER_LANGUAGES)
 

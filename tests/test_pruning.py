@@ -5,19 +5,33 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import balanced_labels
 
-from babel_utils.model.adapters import d_ff, down_projs, layer_width, n_layers
 from babel_utils.core.config import BabelConfig
-from babel_utils.record.counting import expert_scores
-from babel_utils.model.hooks import ffn_input_hooks
-from babel_utils.prune.methods import METHODS, build_masks, check_method
+from babel_utils.models.adapters import d_ff, down_projs, layer_width, n_layers
+from babel_utils.models.hooks import ffn_input_hooks
 from babel_utils.prune.masks import (
-    MaskSpec, activation_levels, apply_mask, dynamic_spec, dynamic_topk,
-    layerwise_counts, layerwise_mask, mask_overlap, mask_table, masks_from_results, masks_to_results,
-    physically_prune, pruned_per_layer, random_mask, random_masks_like, resolve_top_k, sorting_mask,
+    MaskSpec,
+    activation_levels,
+    apply_mask,
+    dynamic_spec,
+    dynamic_topk,
+    layerwise_counts,
+    layerwise_mask,
+    mask_overlap,
+    mask_table,
+    masks_from_results,
+    masks_to_results,
+    physically_prune,
+    pruned_per_layer,
+    random_mask,
+    random_masks_like,
+    resolve_top_k,
+    sorting_mask,
     threshold_mask,
 )
-from conftest import balanced_labels
+from babel_utils.prune.methods import METHODS, build_masks, check_method
+from babel_utils.record.counting import expert_scores
 
 L, E = 6, 40
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from babel_utils.run import reproduction
 from babel_utils.core import results
 from babel_utils.record.counting import LanguageCounts, frequency_table
+from babel_utils.run import reproduction
 
 
 def fake_run(folder, counts_shift: int = 0, label_swap: bool = False):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from babel_utils.run import cli
 from babel_utils.core import paths
 from babel_utils.core.paths import CONFIGS_DIR
+from babel_utils.run import cli
 
 SMOKE = str(CONFIGS_DIR / "smoke.yaml")
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from babel_utils.run import cli
 from babel_utils.core import paths
-from babel_utils.run import runner
 from babel_utils.core.paths import CONFIGS_DIR
+from babel_utils.run import cli, runner
 
 
 def write_notebook(path, *sources, tags=None):

@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from babel_utils.core import cache
-from babel_utils.core import config
-from babel_utils.model import loading as models
-from babel_utils.core import paths
 from babel_utils.analyse import tuning
+from babel_utils.core import cache, config, paths
+from babel_utils.models import loading as models
+
 TINY = dict(model="tiny-llama", device="cpu", languages=["en", "fr", "hi"], tuning_steps=6, tuning_lr=3e-3,
             tuning_batch=4, tuning_max_tokens=48)
 

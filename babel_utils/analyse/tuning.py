@@ -45,20 +45,19 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch import nn
 from safetensors.torch import load_file, save_file
+from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.pytorch_utils import Conv1D
 
-from ..core import cache
-from ..data import text as data
-from ..model import loading as models
-from ..core import results
-from ..core.fingerprint import code_fingerprint
-from ..model.adapters import body, ffn_linear_names, get_adapter, layers, output_logits
+from ..core import cache, results
 from ..core.config import BabelConfig
+from ..core.fingerprint import code_fingerprint
 from ..core.languages import get_language
 from ..core.paths import RESOURCES_DIR
+from ..data import text as data
+from ..models import loading as models
+from ..models.adapters import body, ffn_linear_names, get_adapter, layers, output_logits
 
 log = logging.getLogger(__name__)
 

@@ -1,1 +1,21 @@
-"""Configuration, paths, the language table, the stage cache and the results folder: what every stage stands on."""
+"""Configuration, paths, the language table, the stage cache and the results folder: what every stage stands on.
+
+The names the notebooks call; the modules below hold the rest."""
+
+from .cache import provenance
+from .config import describe, for_notebook
+from .machine import describe_machine
+from .paths import results_dir, run_dir
+from .results import load, package_versions, save
+
+__all__ = [
+    "describe",
+    "describe_machine",
+    "for_notebook",
+    "load",
+    "package_versions",
+    "provenance",
+    "results_dir",
+    "run_dir",
+    "save",
+]

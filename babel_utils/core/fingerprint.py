@@ -18,15 +18,15 @@ from pathlib import Path
 PACKAGE = "babel_utils"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
-# The modules whose functions compute each cached stage (model.loading: how the weights are loaded and dequantized;
+# The modules whose functions compute each cached stage (models.loading: how the weights are loaded and dequantized;
 # data.text: which tokens are read). Their imports are followed, so a root names only where the work starts.
 STAGE_CODE: dict[str, tuple[str, ...]] = {
-    "split": ("model.loading", "kinds.expert_kinds"),
-    "split_compare": ("model.loading", "split.clustering"),
-    "record": ("model.loading", "data.text", "kinds.expert_kinds"),
-    "tuning": ("model.loading", "analyse.tuning"),
+    "split": ("models.loading", "kinds.expert_kinds"),
+    "split_compare": ("models.loading", "split.clustering"),
+    "record": ("models.loading", "data.text", "kinds.expert_kinds"),
+    "tuning": ("models.loading", "analyse.tuning"),
     "pruning": ("prune.methods",),
-    "eval": ("model.loading", "data.text", "evaluate.tasks", "prune.methods", "kinds.expert_kinds"),
+    "eval": ("models.loading", "data.text", "evaluate.tasks", "prune.methods", "kinds.expert_kinds"),
 }
 # The packages whose arithmetic the stages run: a new version may change a result's last bits or more.
 LIBRARIES: tuple[str, ...] = ("torch", "transformers", "numpy", "gguf")

@@ -1,1 +1,7 @@
-"""The text a run reads: the UDHR, a hub corpus or local files, split into calibration and held-out parts."""
+"""The text a run reads: the UDHR, a hub corpus or local files, split into calibration and held-out parts.
+
+The names the notebooks call; the modules below hold the rest."""
+
+from .text import calibration_texts, heldout_texts, pack_tokens, token_budget, token_sets, token_table
+
+__all__ = ["calibration_texts", "heldout_texts", "pack_tokens", "token_budget", "token_sets", "token_table"]

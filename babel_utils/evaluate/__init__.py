@@ -1,1 +1,50 @@
-"""Stage 8 (08_pruning_eval): scoring masked models on held-out text and tasks, with intervals."""
+"""Stage 8 (08_pruning_eval): scoring masked models on held-out text and tasks, with intervals.
+
+The names the notebooks call; the modules below hold the rest."""
+
+from .comparisons import (
+    MATCH_TOLERANCE,
+    Bootstrap,
+    against_dense,
+    cross_language_matrix,
+    describe_cross_language,
+    describe_layerwise,
+    describe_matches,
+    describe_own_mask,
+    describe_split_comparison,
+    describe_split_intervals,
+    guided_vs_random,
+    layerwise_vs_sorting,
+    match_table,
+    mgsm_intervals,
+    own_mask_intervals,
+    split_intervals,
+    tidy,
+    verdict,
+)
+from .intervals import small_sample_factor
+from .tasks import extract_answer, languages_with
+
+__all__ = [
+    "Bootstrap",
+    "MATCH_TOLERANCE",
+    "against_dense",
+    "cross_language_matrix",
+    "describe_cross_language",
+    "describe_layerwise",
+    "describe_matches",
+    "describe_own_mask",
+    "describe_split_comparison",
+    "describe_split_intervals",
+    "extract_answer",
+    "guided_vs_random",
+    "languages_with",
+    "layerwise_vs_sorting",
+    "match_table",
+    "mgsm_intervals",
+    "own_mask_intervals",
+    "small_sample_factor",
+    "split_intervals",
+    "tidy",
+    "verdict",
+]

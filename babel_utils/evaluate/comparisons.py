@@ -9,12 +9,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..core.languages import LANGUAGES, language_name
+from ..prune.masks import DENSE, MaskSpec
+from ..prune.methods import BASELINE, check_method, guided_methods
 from . import metrics
 from .intervals import NOT_DISTINGUISHABLE, Blocks, Interval, bootstrap_mean, bpb_difference, wilson
 from .intervals import verdict as interval_verdict
-from ..core.languages import LANGUAGES, language_name
-from ..prune.methods import BASELINE, check_method, guided_methods
-from ..prune.masks import DENSE, MaskSpec
 
 MATCH_TOLERANCE = 0.01  # a pruned model "matches" the unpruned one within 1 % of the unpruned value
 # Held-out blocks of every evaluation, by (evaluated language, target, mask label): stages.heldout_blocks

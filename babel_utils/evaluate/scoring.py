@@ -31,10 +31,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..data import text as data
-from ..model import lm_head
-from ..model.adapters import body, get_adapter, model_device
 from ..core.progress import tqdm
+from ..data import text as data
+from ..models import lm_head
+from ..models.adapters import body, get_adapter, model_device
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

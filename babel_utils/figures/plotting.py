@@ -22,13 +22,13 @@ from matplotlib.markers import MarkerStyle
 from matplotlib.ticker import MaxNLocator
 from scipy.cluster import hierarchy
 
+from ..analyse.similarity import METRIC_LABELS, PermutationResult
 from ..core import paths
 from ..core.languages import LANGUAGES, PAPER_LANGUAGES, language_name
+from ..core.results import atomic_write
+from ..prune.masks import DENSE
 from ..prune.methods import METHODS, Method
 from ..prune.methods import colour as method_colour
-from ..prune.masks import DENSE
-from ..core.results import atomic_write
-from ..analyse.similarity import METRIC_LABELS, PermutationResult
 
 log = logging.getLogger(__name__)
 

@@ -18,12 +18,12 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ..core.config import BabelConfig
+from ..models.adapters import d_ff, layer_width, model_device, n_layers
+from ..prune import masks as pruning
+from ..record.counting import ExpertCounter, LanguageCounts, n_selected, record_counts_many
 from ..split import clustering
 from . import native
-from ..prune import masks as pruning
-from ..model.adapters import d_ff, layer_width, model_device, n_layers
-from ..core.config import BabelConfig
-from ..record.counting import ExpertCounter, LanguageCounts, n_selected, record_counts_many
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,7 @@ def describe_native(structure: pd.DataFrame) -> str:
 
 def max_view_difference(model: nn.Module, labels: np.ndarray, input_ids: torch.Tensor) -> float:
     """Largest |logit difference| between the model and its expert view with every expert kept (0 when exact)."""
-    from ..model import moe
+    from ..models import moe
 
     if not native.is_native(model):
         return moe.max_logit_difference(model, labels, input_ids)

@@ -23,9 +23,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..model.adapters import NATIVE, get_adapter, layers, model_device
-from ..record.counting import ExpertCounter, LanguageCounts
 from ..core.progress import tqdm
+from ..models.adapters import NATIVE, get_adapter, layers, model_device
+from ..record.counting import ExpertCounter, LanguageCounts
 
 Route = tuple[torch.Tensor, torch.Tensor]  # (scores [N, k], indices [N, k])
 
@@ -224,7 +224,7 @@ class RouterCounter(ExpertCounter):
 
     def add_batch(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, count_mask: torch.Tensor) -> None:
         """Run one batch through the model body and count the routers' choices for its counted tokens."""
-        from ..model.adapters import body
+        from ..models.adapters import body
 
         with torch.inference_mode():
             self._begin(count_mask)

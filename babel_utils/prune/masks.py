@@ -23,8 +23,8 @@ import copy
 import logging
 import math
 import shutil
-import tempfile
 import statistics
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,11 +36,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..model.adapters import config_of_text, down_projs, get_adapter, layer_width, mlps, n_layers, neuron_parts
-from ..record.counting import expert_scores, real_device, top_mask
-from ..model.experts import ExpertSplit
+from ..models.adapters import config_of_text, down_projs, get_adapter, layer_width, mlps, n_layers, neuron_parts
+from ..models.experts import ExpertSplit
+from ..models.hooks import ffn_input_hooks
+from ..models.topk import top_mask
+from ..record.counting import expert_scores, real_device
 from ..record.frequencies import layer_shares
-from ..model.hooks import ffn_input_hooks
 
 if TYPE_CHECKING:
     from ..core.config import BabelConfig

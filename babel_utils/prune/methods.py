@@ -15,9 +15,24 @@ from typing import TYPE_CHECKING, Callable, ContextManager, Mapping, Sequence
 import numpy as np
 from torch import nn
 
-from .masks import (DENSE, MaskSpec, apply_mask, check_mode, check_ratio, dynamic_spec, dynamic_topk,
-                      language_frequencies, layerwise_mask, n_to_prune, pruned_per_layer, pruned_share,
-                      random_masks_like, resolve_top_k, sorting_mask, threshold_mask)
+from .masks import (
+    DENSE,
+    MaskSpec,
+    apply_mask,
+    check_mode,
+    check_ratio,
+    dynamic_spec,
+    dynamic_topk,
+    language_frequencies,
+    layerwise_mask,
+    n_to_prune,
+    pruned_per_layer,
+    pruned_share,
+    random_masks_like,
+    resolve_top_k,
+    sorting_mask,
+    threshold_mask,
+)
 
 if TYPE_CHECKING:
     from ..core.config import BabelConfig

@@ -1,1 +1,15 @@
-"""Stage 2 (02_record): which experts each token selects, counted into activation frequencies."""
+"""Stage 2 (02_record): which experts each token selects, counted into activation frequencies.
+
+The names the notebooks call; the modules below hold the rest."""
+
+from .counting import frequency_table
+from .frequencies import activation_levels, check_same_tokens, describe_levels, frequency_array, load_run_frequencies
+
+__all__ = [
+    "activation_levels",
+    "check_same_tokens",
+    "describe_levels",
+    "frequency_array",
+    "frequency_table",
+    "load_run_frequencies",
+]

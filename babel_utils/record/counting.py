@@ -10,13 +10,13 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from ..core.progress import tqdm
 
-from ..model.adapters import body, down_projs, model_device
-from ..model.experts import ExpertSplit
+from ..core.progress import tqdm
+from ..models.adapters import body, down_projs, model_device
+from ..models.experts import ExpertSplit
+from ..models.hooks import ffn_input_hooks
+from ..models.topk import top_indices
 from .frequencies import make_table
-from ..model.hooks import ffn_input_hooks
-from ..split.kmeans import stable_top_indices
 
 
 @dataclass
@@ -104,23 +104,6 @@ def zscore(scores: torch.Tensor) -> torch.Tensor:
     centred = scores - mean
     std = (ordered_sum(centred * centred)[..., None] / n).sqrt()
     return centred / std.clamp(min=1e-12)
-
-
-def top_indices(values: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices [..., k] of the k largest values along the last dim (as a set); among equal values the lower
-    index wins, so the set is the same on every machine (`topk` leaves ties at the boundary to the kernel)."""
-    top, idx = values.topk(k, dim=-1, sorted=False)
-    kth = top.amin(-1, keepdim=True)
-    straddle = (values == kth).sum(-1) != (top == kth).sum(-1)  # equal values on both sides of the cut
-    if bool(straddle.any()):
-        rows = straddle.nonzero(as_tuple=True)
-        idx[rows] = stable_top_indices(values[rows], k)  # a stable sort: slow, for the rare tied rows
-    return idx
-
-
-def top_mask(values: torch.Tensor, k: int) -> torch.Tensor:
-    """Boolean mask of `top_indices`."""
-    return torch.zeros_like(values, dtype=torch.bool).scatter_(-1, top_indices(values, k), True)
 
 
 def select(scores: torch.Tensor, k: int, selection: str) -> torch.Tensor:

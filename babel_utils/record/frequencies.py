@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..model.experts import ExpertSplit
+from ..models.experts import ExpertSplit
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +145,7 @@ def load_run_frequencies(results_folder, cfg, min_languages: int = 1) -> tuple[p
     that of the labels (another model or n_experts), labels of another n_experts than the config, a
     language of the config without counts, fewer languages than a comparison needs.
     """
-    from ..core import cache
-    from ..core import results
+    from ..core import cache, results
 
     table = results.load(results_folder, "frequencies")
     labels = results.load(results_folder, "labels")

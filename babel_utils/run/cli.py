@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from typing import Sequence
 
-from pathlib import Path
-
-from . import runner
 from ..core.paths import results_dir, run_figures_dir, runs_dir
+from . import runner
 from .report import RunStatus, sweep_report
 
 

@@ -40,14 +40,14 @@ import torch.distributed as dist
 from torch import nn
 
 from ..core import cache
-from ..data import text as data
-from . import stages
 from ..core.config import BabelConfig, load_config
-from ..record.counting import LanguageCounts
-from ..kinds.expert_kinds import kind_of
-from ..model.loading import load_model
 from ..core.paths import results_dir, run_dir
 from ..core.progress import tqdm
+from ..data import text as data
+from ..kinds.expert_kinds import kind_of
+from ..models.loading import load_model
+from ..record.counting import LanguageCounts
+from . import stages
 
 log = logging.getLogger("babel_utils.run.distributed")  # also when run as __main__
 

@@ -55,7 +55,8 @@ def _cells(notebook: Path) -> tuple[tuple[str, str], ...]:
 
 
 def output(notebook: str | Path, cell: str) -> str:
-    """The text output of the first code cell of a committed notebook whose source contains `cell`."""
+    """The text output of the first code cell of a committed notebook whose source contains `cell` (a call, without
+    the module or face it is called from, so that notebooks of older layouts are read too)."""
     path = Path(notebook) if Path(notebook).suffix else NOTEBOOKS_DIR / f"{notebook}.ipynb"
     for source, text in _cells(path):
         if cell in source:
@@ -135,7 +136,7 @@ def _evaluations() -> str:
 
 
 def _layerwise() -> str:
-    text = output("08_pruning_eval", "layerwise = evaluation.layerwise_vs_sorting")
+    text = output("08_pruning_eval", "layerwise_vs_sorting(")
     return ", ".join(re.findall(r"not distinguishable at this sample size in (\d+)", text))
 
 
@@ -144,7 +145,7 @@ _INTERVAL = r"[+-][\d.]+% \[[+-][\d.]+%, [+-][\d.]+%\]"
 
 def _mildest() -> str:
     """The (mask, language) whose interval against the unpruned model has the lowest upper end."""
-    text = output("08_pruning_eval", "vs_dense = evaluation.against_dense").split("\n\n", 1)[1]
+    text = output("08_pruning_eval", "against_dense(evals").split("\n\n", 1)[1]
     cells = {}
     for block in re.split(r"\n\s*\n", text.strip()):
         lines = block.splitlines()
@@ -158,14 +159,14 @@ def _mildest() -> str:
 
 def _mgsm(mask_prefix: str) -> Callable[[], str]:
     def read() -> str:
-        table = printed_frame(output("08_pruning_eval", "mgsm_iv = evaluation.mgsm_intervals"))
+        table = printed_frame(output("08_pruning_eval", "mgsm_intervals("))
         values = table[table["mask"].str.startswith(mask_prefix)]["gold_loglik_per_token"].astype(float)
         return f"{values.max():.1f} to {values.min():.1f}"
     return read
 
 
 def _mgsm_accuracy() -> str:
-    table = printed_frame(output("08_pruning_eval", "mgsm_iv = evaluation.mgsm_intervals"))
+    table = printed_frame(output("08_pruning_eval", "mgsm_intervals("))
     accuracy = table["accuracy"].astype(float)
     if (accuracy == 0).all():
         return f"0 for every mask (Wilson interval [0, {table['accuracy_high'].astype(float).max():.2f}])"
@@ -203,7 +204,7 @@ def _groups(run: str, grouping: str) -> Callable[[], str]:
 
 
 _ALL_05 = _many("udhr-all", "05_language_similarity")
-_DESCRIBE_05 = "print(similarity.describe_similarity(distance, cfg.similarity_metric))"
+_DESCRIBE_05 = "describe_similarity(distance, cfg.similarity_metric))"
 
 FACTS: dict[str, Fact] = {f.name: f for f in (
     Fact("kernels", "01_split: the machine line", _in("01_split", "describe_machine", r"torch CPU kernels (\w+)")),
@@ -216,19 +217,19 @@ FACTS: dict[str, Fact] = {f.name: f for f in (
     Fact("08-main-seconds", "08_pruning_eval: the main comparison's cell (papermill's duration)",
          lambda: str(round(duration("08_pruning_eval", 'evaluate_jobs(cfg, model, tokenizer, labels, jobs, "heldout"')))),
     Fact("08-guided", "08_pruning_eval: guided against random",
-         _first_sentence("08_pruning_eval", "print(evaluation.verdict(comparison", "On this model and text")),
+         _first_sentence("08_pruning_eval", "verdict(comparison", "On this model and text")),
     Fact("08-dense", "08_pruning_eval: against the unpruned model",
-         _first_sentence("08_pruning_eval", "vs_dense = evaluation.against_dense", "Of ")),
+         _first_sentence("08_pruning_eval", "against_dense(evals", "Of ")),
     Fact("08-mildest", "08_pruning_eval: the table against the unpruned model", _mildest),
     Fact("08-layerwise", "08_pruning_eval: layer-wise against sorting", _layerwise),
     Fact("08-own", "08_pruning_eval: the own mask's intervals",
-         _first_sentence("08_pruning_eval", "own = evaluation.own_mask_intervals", "A language's own mask")),
+         _first_sentence("08_pruning_eval", "own_mask_intervals(", "A language's own mask")),
     Fact("08-mgsm-dense", "08_pruning_eval: MGSM intervals", _mgsm("dense")),
     Fact("08-mgsm-sorting", "08_pruning_eval: MGSM intervals", _mgsm("sorting")),
     Fact("08-mgsm-random", "08_pruning_eval: MGSM intervals", _mgsm("random")),
     Fact("08-mgsm-accuracy", "08_pruning_eval: MGSM intervals", _mgsm_accuracy),
     Fact("default-partial-genealogy-vocabulary", "05_language_similarity: Mantel tests",
-         _in("05_language_similarity", "geometry.describe_mantel",
+         _in("05_language_similarity", "describe_mantel(",
              r"genealogy \(controlling for vocabulary\): Mantel (r = [+-][\d.]+, p = [\d.]+)")),
     *(Fact(f"all-mantel-{ref}", "figures/udhr-all/tables/mantel_tests.csv", _mantel("udhr-all", ref))
       for ref in ("vocabulary", "script", "genealogy", "syntax", "phonology", "geography")),
@@ -239,14 +240,14 @@ FACTS: dict[str, Fact] = {f.name: f for f in (
     Fact("all-ari-layers", "udhr-all 05: cluster recovery per layer",
          lambda: " ".join(re.findall(r"Layer by layer, (?:genus|script) is recovered beyond chance in \d+ of \d+ "
                                      r"layers \([\d, ]+\); its highest ARI is [\d.]+ at layer \d+\.",
-                                     output(_ALL_05, "recovered = recovery.recovery_table")))),
+                                     output(_ALL_05, "recovery_table(")))),
     Fact("all-permutation", "udhr-all 05: the permutation test",
-         _first_sentence(_ALL_05, "similarity.describe_permutation", "Permutation test on")),
+         _first_sentence(_ALL_05, "describe_permutation(", "Permutation test on")),
     Fact("all-nearest", "udhr-all 05: nearest neighbours",
          _in(_ALL_05, _DESCRIBE_05, r"(Of the \d+ languages that have a relative of the same genus here, \d+ have "
                                     r"one as nearest neighbour)")),
     Fact("all-per-layer", "udhr-all 05: per layer",
-         _in(_ALL_05, "similarity.describe_per_layer", r"(Same-genus pairs are more alike than different-family "
+         _in(_ALL_05, "describe_per_layer(", r"(Same-genus pairs are more alike than different-family "
                                                        r"pairs in \d+ of \d+ layers)")),
     Fact("all-closest", "udhr-all 05: the closest pair",
          _in(_ALL_05, _DESCRIBE_05, r"(By 1 - Pearson r, the closest pair is [^)]*\)[^)]*\)[^)]*\))")),
@@ -256,7 +257,7 @@ FACTS: dict[str, Fact] = {f.name: f for f in (
     Fact("all-specific-middle", "figures/udhr-all/tables/depth_summary.csv", _depth("udhr-all", "specific", "middle")),
     Fact("all-families", "udhr-all 04: families",
          lambda: found(r"^(.*?\n.*?)\n", output(_many("udhr-all", "04_shared_experts"),
-                                                 "families.describe_families")).replace("\n", " ")),
+                                                 "describe_families(")).replace("\n", " ")),
     *(Fact(f"{run.split('-')[1]}-{grouping}", f"figures/{run}/tables/cluster_recovery.csv", _groups(run, grouping))
       for run in ("udhr-all", "udhr-genera") for grouping in ("languages", "family", "genus", "script")),
     *(Fact(f"genera-mantel-{ref}", "figures/udhr-genera/tables/mantel_tests.csv", _mantel("udhr-genera", ref))

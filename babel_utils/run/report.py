@@ -16,13 +16,13 @@ from nbconvert import HTMLExporter
 from scipy.cluster import hierarchy
 
 from ..analyse import categories as analysis
-from ..record import frequencies
-from ..figures import plotting
-from ..core import results
 from ..analyse import similarity
+from ..core import results
 from ..core.config import load_config
 from ..core.paths import results_dir, run_figures_dir
 from ..core.results import atomic_write_text
+from ..figures import plotting
+from ..record import frequencies
 
 log = logging.getLogger(__name__)
 

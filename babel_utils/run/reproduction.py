@@ -19,12 +19,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from ..prune import methods
-from ..core import results
 from ..analyse import similarity
 from ..analyse.categories import DEPTHS, depth_summary
-from ..evaluate.comparisons import cross_language_matrix, guided_vs_random
+from ..core import results
 from ..core.paths import NOTEBOOKS_DIR
+from ..evaluate.comparisons import cross_language_matrix, guided_vs_random
+from ..prune import methods
 
 REFERENCE_DIR = NOTEBOOKS_DIR / "reference"
 

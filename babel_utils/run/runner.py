@@ -84,9 +84,9 @@ def environment(values: Mapping[str, str]) -> Iterator[None]:
 
 def preflight(cfg: BabelConfig) -> None:
     """Check what can be checked before any notebook runs: model name, n_experts, text of every language."""
-    from ..model import adapters
     from ..data import text as data
-    from ..model import loading as models
+    from ..models import adapters
+    from ..models import loading as models
 
     adapters.check_n_experts(models.model_config(cfg.model), cfg.n_experts, cfg.model)
     for lang in cfg.languages:

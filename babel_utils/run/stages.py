@@ -11,20 +11,19 @@ import pandas as pd
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from ..core import cache
-from ..split import clustering
+from ..core import cache, results
+from ..core.config import BabelConfig, section_fields
 from ..data import text as data
 from ..evaluate import comparisons as evaluation
-from ..prune import methods
-from ..prune import masks as pruning
-from ..core import results
 from ..evaluate import tasks
-from ..model.adapters import d_ff
-from ..core.config import BabelConfig, section_fields
-from ..record.counting import LanguageCounts
-from ..kinds.expert_kinds import KINDS, ExpertKind, check_kind, kind_of
-from ..model.experts import ExpertSplit
 from ..evaluate.intervals import Blocks
+from ..kinds.expert_kinds import KINDS, ExpertKind, check_kind, kind_of
+from ..models.adapters import d_ff
+from ..models.experts import ExpertSplit
+from ..prune import masks as pruning
+from ..prune import methods
+from ..record.counting import LanguageCounts
+from ..split import clustering
 
 log = logging.getLogger(__name__)
 

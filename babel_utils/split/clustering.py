@@ -17,9 +17,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..model.adapters import ffn_weights, n_layers
-from .kmeans import MAX_BITS, balanced_kmeans, balanced_kmeans_batch, check_divisible, exact_bits, quantize_rows
 from ..core.progress import tqdm
+from ..models.adapters import ffn_weights, n_layers
+from .kmeans import MAX_BITS, balanced_kmeans, balanced_kmeans_batch, check_divisible, exact_bits, quantize_rows
 
 log = logging.getLogger(__name__)
 

@@ -43,6 +43,8 @@ from typing import Iterator
 
 import torch
 
+from ..models.topk import stable_top_indices
+
 log = logging.getLogger(__name__)
 
 MAX_BITS = 24  # finer than float32 weights need
@@ -255,11 +257,6 @@ def _lloyd(q: torch.Tensor, k: int, iters: int, draws: torch.Tensor, bits: int
 
 
 # ------------------------------------------------------------------------ phase 2: exact swaps
-
-
-def stable_top_indices(values: torch.Tensor, count: int) -> torch.Tensor:
-    """Indices of the `count` largest values along the last dim; ties go to the lower index (unlike topk)."""
-    return torch.sort(values, dim=-1, descending=True, stable=True).indices[..., :count]
 
 
 def _dominant_matching(gain: torch.Tensor, max_steps: int = 8) -> torch.Tensor:

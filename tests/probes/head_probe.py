@@ -8,12 +8,12 @@ import json
 
 import torch
 
-from babel_utils.data import text as data
-from babel_utils.model import lm_head
-from babel_utils.evaluate import scoring
 from babel_utils.core.config import BabelConfig
 from babel_utils.core.machine import machine_info
-from babel_utils.model.loading import load_model
+from babel_utils.data import text as data
+from babel_utils.evaluate import scoring
+from babel_utils.models import lm_head
+from babel_utils.models.loading import load_model
 
 LANGUAGES = ("en", "hi", "zh")
 TOKENS = 128

@@ -10,10 +10,10 @@ import sys
 import numpy as np
 import torch
 
+from babel_utils.core.machine import machine_info
+from babel_utils.models.loading import dequantized_path
 from babel_utils.split.clustering import cluster_matrix
 from babel_utils.split.kmeans import balanced_kmeans
-from babel_utils.core.machine import machine_info
-from babel_utils.model.loading import dequantized_path
 
 # Layers whose labels differed between kernel sets before the split was made exact (issue 9).
 GEMMA_LAYERS = (1, 7, 14)

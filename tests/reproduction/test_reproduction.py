@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from babel_utils.run import reproduction
 from babel_utils.core.paths import results_dir
+from babel_utils.run import reproduction
 
 RUN = Path(os.environ.get("BABEL_REPRODUCE_RUN", "runs/default"))
 ONLY = [n for n in os.environ.get("BABEL_REPRODUCE_ONLY", "").split(",") if n] or None

@@ -130,7 +130,7 @@ def adapter_of(model_type: object, of: str = "") -> FFNAdapter:
 def unsupported(model_type: object, of: str = "") -> str:
     """The error for a model type without a row: the supported ones, and how to add a row."""
     return (f"Unsupported architecture {model_type!r}{f' of {of}' if of else ''}: babel knows the FFNs of "
-            f"{', '.join(sorted(ADAPTERS))}. Add a row to ADAPTERS in babel_utils/model/adapters.py (where the body, "
+            f"{', '.join(sorted(ADAPTERS))}. Add a row to ADAPTERS in babel_utils/models/adapters.py (where the body, "
             "layers and FFN parts are, and the FFN's layout) and run tests/test_architectures.py.")
 
 

@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .adapters import output_logits
 from ..core.config import CHOICES
+from .adapters import output_logits
 
 HEAD_DTYPES: tuple[str, ...] = CHOICES["head_dtype"]
 POSITION_CHUNK = 256  # positions whose logits exist at once

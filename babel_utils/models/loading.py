@@ -16,11 +16,17 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
-from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedModel,
-                          PreTrainedTokenizerBase)
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
-from .adapters import ADAPTERS, ffn_width_of, get_adapter, unsupported
 from ..core.paths import model_cache_dir
+from .adapters import ADAPTERS, ffn_width_of, get_adapter, unsupported
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +264,7 @@ def load_model(name: str, dtype: str = "float32", device: str = "auto", device_m
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m babel_utils.model.loading --dequantize [NAME ...]`: make the built-in models' caches (all by default)."""
+    """`python -m babel_utils.models.loading --dequantize [NAME ...]`: make the built-in models' caches (all by default)."""
     parser = argparse.ArgumentParser(description="Dequantize the built-in GGUF models once into the model cache.")
     parser.add_argument("--dequantize", nargs="*", choices=sorted(BUILTIN_MODELS), metavar="NAME", required=True)
     names = parser.parse_args(argv).dequantize or sorted(BUILTIN_MODELS)

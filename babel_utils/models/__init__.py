@@ -1,0 +1,8 @@
+"""Loading a model and reading its architecture: adapters, FFN hooks, the MoE view of an FFN, the LM head.
+
+The names the notebooks call; the modules below hold the rest."""
+
+from .adapters import body, d_ff, model_device, n_layers
+from .loading import load_model
+
+__all__ = ["body", "d_ff", "load_model", "model_device", "n_layers"]

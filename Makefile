@@ -47,7 +47,7 @@ test: setup
 	# The default model is dequantized in the background while the unit tests run (only nbval needs it, and its
 	# one-off conversion bar must not land in nbval's outputs); then nbval, then the reproduction checks.
 	runs=$$(mktemp -d); \
-	$(QUIET_ENV) $(PY) -m babel_utils.models.loading --dequantize gemma-3-270m > /dev/null & deq=$$!; \
+	$(QUIET_ENV) $(VENV)/bin/babel dequantize gemma-3-270m > /dev/null & deq=$$!; \
 	$(FRESH_RUN) $(PY) -m pytest tests -m "not kernels and not pipelines"; units=$$?; \
 	wait $$deq && test $$units -eq 0 && \
 		$(FRESH_RUN) $(PY) -m pytest $(NOTEBOOKS) $(NBVAL) && \
@@ -59,10 +59,10 @@ test: setup
 # against the reference.
 test-kernels: setup
 	$(QUIET_ENV) $(PY) -m pytest tests/test_kernel_sets.py -m kernels
-	kernels=$$($(PY) -m babel_utils.core.machine --other) && echo "kernel set: $$kernels" && \
-		runs=$$(mktemp -d) && env $$($(PY) -m babel_utils.core.machine --env $$kernels) $(FRESH_RUN) \
+	kernels=$$($(VENV)/bin/babel machine --other) && echo "kernel set: $$kernels" && \
+		runs=$$(mktemp -d) && env $$($(VENV)/bin/babel machine --env $$kernels) $(FRESH_RUN) \
 		$(VENV)/bin/babel run configs/default.yaml --only 01,02 --set compare_layers= && \
-		env $$($(PY) -m babel_utils.core.machine --env $$kernels) BABEL_REPRODUCE_RUN=$$runs/default \
+		env $$($(VENV)/bin/babel machine --env $$kernels) BABEL_REPRODUCE_RUN=$$runs/default \
 		BABEL_REPRODUCE_ONLY=01,02 $(QUIET_ENV) $(PY) -m pytest tests/reproduction
 
 # Pipelines beyond the default run, in fresh run folders (CI runs it after make test): the eight notebooks on a

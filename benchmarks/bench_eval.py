@@ -5,7 +5,7 @@
 
 Times, interleaved and best of `--repeats`, the next-token log-probabilities of `--rows` x `--tokens`
 random tokens: (a) bare: the model with no hook; (b) masked: every row under its own expert mask
-(pruning.apply_row_masks, as 08 evaluates several masks in one batch); and the LM head alone on the
+(apply.apply_row_masks, as 08 evaluates several masks in one batch); and the LM head alone on the
 same hidden states. Prints tokens per second, the masks' overhead and the share of the time in the head.
 Then the batching levers: `--masks` masks on 512 held-out tokens each (rows of BOS + 255: 255 + 255 + 2),
 evaluated in shared batches of `batch_size` rows (each row its own mask, as 08 does) with rows batched by
@@ -25,7 +25,7 @@ from babel_utils.data import text as data
 from babel_utils.evaluate import scoring
 from babel_utils.models import adapters, lm_head
 from babel_utils.models.loading import load_model, resolve_device
-from babel_utils.prune import masks as pruning
+from babel_utils.prune import apply
 
 
 def sync(device: torch.device) -> None:
@@ -60,7 +60,7 @@ def main() -> None:
         scoring._next_token_logprobs(model, ids, am, head_dtype=args.head_dtype)
 
     def masked() -> None:
-        with pruning.apply_row_masks(model, labels, masks) as select:
+        with apply.apply_row_masks(model, labels, masks) as select:
             select(range(args.rows))
             scoring._next_token_logprobs(model, ids, am, head_dtype=args.head_dtype)
 
@@ -99,13 +99,13 @@ def shared_batches(model: torch.nn.Module, tokenizer, labels: np.ndarray, args: 
     masks = rng.random((args.masks, *labels.shape[:1], args.n_experts)) > 0.25
 
     def shared() -> None:
-        with pruning.apply_row_masks(model, labels, masks) as select:
+        with apply.apply_row_masks(model, labels, masks) as select:
             scoring.perplexity_many(model, tokenizer, texts, 512, cfg.seq_len, cfg.batch_size, args.masks, select,
                                     head_dtype=cfg.head_dtype)
 
     def one_at_a_time() -> None:
         for mask in masks:
-            with pruning.apply_mask(model, labels, mask):
+            with apply.apply_mask(model, labels, mask):
                 scoring.perplexity(model, tokenizer, texts, 512, cfg.seq_len, cfg.batch_size, head_dtype=cfg.head_dtype)
 
     def in_row_order() -> None:  # shared batches filled in (variant, row) order: short last rows pad full ones

@@ -1,4 +1,4 @@
-"""The LM head on the CPU, lever by lever: what each step of lm_head.py buys in notebook 08's evaluation.
+"""The LM head on the CPU, lever by lever: what each step of models/lm_head.py buys in notebook 08's evaluation.
 
     python benchmarks/bench_head.py            # the default model, 2 threads
     python benchmarks/bench_head.py --repeats 5
@@ -6,7 +6,7 @@
 Prints, best of `--repeats`, seconds per POSITION_CHUNK positions of log p(target) through Gemma 3 270M's
 262,144 x 640 head, on hidden states of real held-out text:
   1. float32, torch's product (MKL) and one log-softmax over the whole vocabulary (the old way);
-  2. float32, numpy's product (OpenBLAS), reduced over vocabulary chunks (lm_head.py, head_dtype float32);
+  2. float32, numpy's product (OpenBLAS), reduced over vocabulary chunks (models/lm_head.py, head_dtype float32);
   3. bfloat16 emulated: the float32 product of the rounded matrices, rounded again (a CPU without bfloat16);
   4. bfloat16 native (AVX512-BF16 / AMX; only where the CPU has it);
 then tokens per second of `scoring.perplexity_many` (body + head, 8 mask variants sharing batches, as 08
@@ -39,7 +39,7 @@ def best_of(fn, repeats: int) -> float:
 
 @torch.inference_mode()
 def old_float32(model: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """The head as 08 ran it before lm_head.py: torch's product, one log-softmax over [N, vocab] logits."""
+    """The head as 08 ran it before models/lm_head.py: torch's product, one log-softmax over [N, vocab] logits."""
     logits = model.get_output_embeddings()(hidden)
     return logits.log_softmax(-1).gather(-1, targets[:, None])[:, 0]
 

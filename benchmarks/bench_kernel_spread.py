@@ -34,8 +34,7 @@ from babel_utils.core.machine import kernel_environment, machine_info
 from babel_utils.data import text as data
 from babel_utils.evaluate import scoring
 from babel_utils.models.loading import load_model
-from babel_utils.prune import masks as pruning
-from babel_utils.prune import methods
+from babel_utils.prune import apply, methods
 from babel_utils.run import reproduction, stages
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -64,7 +63,7 @@ def dynamic_choices(run: Path, head_dtype: str | None, languages: list[str]) -> 
     (bool), and the bits per byte of its held-out text."""
     cfg, model, tokenizer, labels, specs = _loaded(run, head_dtype)
     kept: list[torch.Tensor] = []
-    real = pruning.top_mask
+    real = apply.top_mask
 
     def recording(scores: torch.Tensor, k: int) -> torch.Tensor:
         mask = real(scores, k)
@@ -72,7 +71,7 @@ def dynamic_choices(run: Path, head_dtype: str | None, languages: list[str]) -> 
         return mask
 
     out = {}
-    pruning.top_mask = recording  # dynamic_topk looks it up at each call
+    apply.top_mask = recording  # dynamic_topk looks it up at each call
     try:
         for lang in languages:
             spec = next(s for s in specs if s.language == lang and s.method == "dynamic")
@@ -82,7 +81,7 @@ def dynamic_choices(run: Path, head_dtype: str | None, languages: list[str]) -> 
                                             cfg.seq_len, cfg.batch_size, head_dtype=cfg.head_dtype)
             out[lang] = (torch.cat(kept).numpy(), result["bits_per_byte"])
     finally:
-        pruning.top_mask = real
+        apply.top_mask = real
     return out
 
 

@@ -4,7 +4,7 @@ SPEC 5 ("real speed"): a physically sliced FFN (experts removed from the weight 
 measurably faster than the dense one. This script builds a model of a given shape with random
 weights (no download), prunes the lowest `--ratio` of experts by random frequencies (per layer by
 default, so every layer keeps the same width; `--mode global` gives uneven widths), slices the
-weights with `babel_utils.prune.masks.physically_prune`, checks that the sliced model computes what the
+weights with `babel_utils.prune.surgery.physically_prune`, checks that the sliced model computes what the
 masked dense model computes, and times forward passes: warm-up, then the median of `--repeats`
 (torch.cuda.synchronize around each pass on a GPU). By default the model BODY is timed (embeddings
 + decoder layers, no LM head): the LM head of a 262k-token vocabulary would dominate and is not
@@ -16,8 +16,8 @@ pruned. `--target full` times the whole causal LM instead. It also times the FFN
 With `--model` (a built-in name, hub id or folder) the real model is pruned instead, and with `--run`
 the mask is a real one: a mask of `07_pruning` (`--mask`, e.g. threshold or sorting@0.5, for target
 `--language`) with the run's expert labels. `--export DIR` writes the physically pruned model to DIR
-(`pruning.save_pruned`: safetensors + config.json with every layer's FFN width), reloads it with
-`pruning.load_pruned`, and times the reloaded model:
+(`surgery.save_pruned`: safetensors + config.json with every layer's FFN width), reloads it with
+`surgery.load_pruned`, and times the reloaded model:
 
     python benchmarks/bench_pruned_speed.py --model gemma-3-270m --run default --mask threshold --export /tmp/pruned
 """
@@ -34,9 +34,12 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig, PretrainedConfig
 
+from babel_utils.core.timing import paired_median_ms
 from babel_utils.models.adapters import body, d_ff, layer_width, mlps, n_layers
 from babel_utils.models.loading import resolve_device, resolve_dtype
-from babel_utils.prune.masks import apply_mask, physically_prune, pruned_share, sorting_mask
+from babel_utils.prune.apply import apply_mask
+from babel_utils.prune.masks import pruned_share, sorting_mask
+from babel_utils.prune.surgery import physically_prune
 
 log = logging.getLogger("bench_pruned_speed")
 
@@ -145,14 +148,6 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def paired_median_ms(fns: dict[str, Callable[[], object]], device: torch.device, warmup: int,
-                     repeats: int) -> dict[str, float]:
-    """Median wall time (ms) of each fn after warm-up, repeats interleaved (babel_utils.prune.masks)."""
-    from babel_utils.prune.masks import paired_median_ms as paired
-
-    return paired(fns, device, warmup, repeats)
-
-
 def forward_fn(model: nn.Module, target: str, input_ids: torch.Tensor) -> Callable[[], object]:
     """One forward pass of the body or of the full model."""
     module = body(model) if target == "body" else model
@@ -233,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     contenders = {"dense": forward_fn(model, args.target, input_ids),
                   "pruned": forward_fn(pruned, args.target, input_ids)}
     if args.export:
-        from babel_utils.prune.masks import load_pruned, save_pruned
+        from babel_utils.prune.surgery import load_pruned, save_pruned
 
         save_pruned(pruned, args.export)
         reloaded = load_pruned(args.export, dtype, str(device))

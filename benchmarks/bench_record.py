@@ -11,12 +11,11 @@ tokens per second and, on a GPU, peak memory.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 import torch
 
+from babel_utils.core.timing import timed
 from babel_utils.models import adapters
 from babel_utils.models.loading import load_model, resolve_device
 from babel_utils.record.counting import ExpertCounter, expert_scores, n_selected, select, zscore
@@ -31,30 +30,6 @@ def random_llama(shape: str, dtype: torch.dtype, device: torch.device) -> torch.
     with torch.device(device):
         model = LlamaForCausalLM(LlamaConfig(**shapes[shape])).to(dtype)
     return model.eval().requires_grad_(False)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fns: dict, device: torch.device, repeats: int) -> dict[str, tuple[float, float]]:
-    """Median seconds and peak GPU memory (GiB) of each fn, rounds interleaved so load hits all alike."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    peaks: dict[str, float] = {name: 0.0 for name in fns}
-    for round_ in range(repeats + 1):  # round 0 warms up
-        for name, fn in fns.items():
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-            sync(device)
-            start = time.perf_counter()
-            fn()
-            sync(device)
-            if round_:
-                times[name].append(time.perf_counter() - start)
-            if device.type == "cuda":
-                peaks[name] = max(peaks[name], torch.cuda.max_memory_allocated() / 2**30)
-    return {name: (statistics.median(times[name]), peaks[name]) for name in fns}
 
 
 def naive_counts(model, input_ids, labels, n_experts, k):
@@ -123,9 +98,10 @@ def main() -> None:
           f"{args.batch_size} x {args.seq_len} = {n_tokens} tokens; median of {args.repeats}")
     measured = timed({"bare forward": bare, "babel counting": counted, "naive hooks+count": naive},
                      device, args.repeats)
-    results = {name: seconds for name, (seconds, _) in measured.items()}
-    for name, (seconds, peak) in measured.items():
-        memory = f", peak memory {peak:.2f} GiB" if device.type == "cuda" else ""
+    results = {name: timing.seconds for name, timing in measured.items()}
+    for name, timing in measured.items():
+        seconds, peak = timing.seconds, timing.peak_gib
+        memory = f", peak memory {peak:.2f} GiB" if peak is not None else ""
         print(f"{name:>18}: {seconds * 1000:9.1f} ms, {n_tokens / seconds:10.0f} tokens/s{memory}")
     for name in ("babel counting", "naive hooks+count"):
         print(f"{name} / bare forward = {results[name] / results['bare forward']:.3f} "

@@ -11,9 +11,9 @@ Parts (`--parts 1,3` selects some):
      9 languages x 1M tokens from the measured recording rate.
   2. balanced split (clustering.split_model) of every layer on the device, and one layer again on the CPU:
      are the labels equal (adjusted Rand index if not)?
-  3. masked evaluation (pruning.apply_row_masks + scoring.perplexity_many, as stages._evaluate does it)
+  3. masked evaluation (apply.apply_row_masks + scoring.perplexity_many, as stages._evaluate does it)
      against the same evaluation without masks.
-  4. physically pruned models (pruning.physically_prune) at 25 % and 50 % of the experts against the dense one.
+  4. physically pruned models (surgery.physically_prune) at 25 % and 50 % of the experts against the dense one.
   5. a model placed by accelerate (device_map: GPU + CPU, on the CPU: CPU + disk): counts equal to a plain load?
   6. the smoke pipeline's notebooks (configs/smoke.yaml, a tiny model) executed with papermill on the device.
 
@@ -30,7 +30,6 @@ import json
 import logging
 import math
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -50,9 +49,11 @@ from torch import nn  # noqa: E402
 
 from babel_utils.core.config import BabelConfig  # noqa: E402
 from babel_utils.core.languages import PAPER_LANGUAGES  # noqa: E402
+from babel_utils.core.timing import Timing, paired_median_ms, synchronize, timed
 from babel_utils.data import text as data
 from babel_utils.evaluate import scoring
 from babel_utils.models import adapters  # noqa: E402
+from babel_utils.prune import apply, surgery
 from babel_utils.prune import masks as pruning
 from babel_utils.record.counting import expert_scores, n_selected, record_counts, select, zscore  # noqa: E402
 from babel_utils.run import stages
@@ -297,43 +298,6 @@ def bf16_peak_tflops(device: torch.device, override: float = 0.0) -> tuple[float
         if key in name:
             return peak, f"spec-sheet dense bf16 peak of {key} (device {name!r})"
     return None, f"no bf16 peak in the table for {name!r}; pass --peak-tflops"
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for the GPU (no-op on the CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@dataclass
-class Timing:
-    """Median seconds of a callable and its peak GPU memory (GiB; None on the CPU)."""
-
-    seconds: float
-    peak_gib: float | None
-    result: Any = None
-
-
-def timed(fns: Mapping[str, Callable[[], Any]], device: torch.device, repeats: int, warmup: int = 1
-          ) -> dict[str, Timing]:
-    """Median wall time and peak memory of each callable; rounds interleaved (A B A B ...), GPU synchronised."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    peaks: dict[str, float] = {name: 0.0 for name in fns}
-    last: dict[str, Any] = {}
-    for round_ in range(warmup + repeats):
-        for name, fn in fns.items():
-            synchronize(device)
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            start = time.perf_counter()
-            last[name] = fn()
-            synchronize(device)
-            if round_ >= warmup:
-                times[name].append(time.perf_counter() - start)
-            if device.type == "cuda":
-                peaks[name] = max(peaks[name], torch.cuda.max_memory_allocated(device) / GIB)
-    return {name: Timing(statistics.median(times[name]), peaks[name] if device.type == "cuda" else None,
-                         last[name]) for name in fns}
 
 
 def free_memory(device: torch.device) -> None:
@@ -603,7 +567,7 @@ def part_masked_eval(table: Table, s: Setup) -> None:
         return scoring.perplexity_many(model, tokenizer, texts, max_tokens, t, b, 1, None)[0]
 
     def masked() -> dict[str, float]:
-        with pruning.apply_row_masks(model, labels, masks) as select_rows:
+        with apply.apply_row_masks(model, labels, masks) as select_rows:
             return scoring.perplexity_many(model, tokenizer, texts, max_tokens, t, b, 1, select_rows)[0]
 
     found = timed({"unmasked": unmasked, "masked": masked}, s.device, s.args.repeats)
@@ -613,7 +577,7 @@ def part_masked_eval(table: Table, s: Setup) -> None:
             f"{b} x {t}; mask: 25 % of experts pruned (random frequencies)")
     table.add(3, "masked eval: unmasked evaluation, tokens/s", n_tokens / plain.seconds, "tokens/s", notes=note)
     table.add(3, "masked eval: masked evaluation, tokens/s", n_tokens / under.seconds, "tokens/s",
-              notes="pruning.apply_row_masks entered per pass (its set-up included), select() before every batch")
+              notes="apply.apply_row_masks entered per pass (its set-up included), select() before every batch")
     differs = under.result["nll_sum"] != plain.result["nll_sum"]
     table.add(3, "masked eval: masked / unmasked", under.seconds / plain.seconds, "x", "<= 1.05",
               notes=f"{under.seconds * 1000:.1f} ms vs {plain.seconds * 1000:.1f} ms; the mask changes the NLL: "
@@ -631,11 +595,11 @@ def part_pruned(table: Table, s: Setup) -> None:
     freqs = np.random.default_rng(s.args.seed).random((len(labels), s.args.n_experts))
     models = {"dense": model}
     for ratio in (0.25, 0.50):
-        models[f"pruned {ratio:.0%}"] = pruning.physically_prune(model, labels,
+        models[f"pruned {ratio:.0%}"] = surgery.physically_prune(model, labels,
                                                                  pruning.sorting_mask(freqs, ratio, "per_layer"))
     try:
         fns = {name: (lambda m=m: adapters.body(m)(input_ids=ids, use_cache=False)) for name, m in models.items()}
-        times = pruning.paired_median_ms(fns, s.device, warmup=1, repeats=s.args.repeats)
+        times = paired_median_ms(fns, s.device, warmup=1, repeats=s.args.repeats)
     finally:
         del models
         free_memory(s.device)
@@ -646,7 +610,7 @@ def part_pruned(table: Table, s: Setup) -> None:
     for ratio in ("25%", "50%"):
         ms = times[f"pruned {ratio}"]
         table.add(4, f"pruned {ratio}: body forward, ms", ms, "ms",
-                  notes=f"pruning.physically_prune, {ratio} of each layer's experts removed (per-layer sorting)")
+                  notes=f"surgery.physically_prune, {ratio} of each layer's experts removed (per-layer sorting)")
         table.add(4, f"pruned {ratio}: speed-up over dense", dense / ms, "x", "> 1",
                   notes=f"{(1 - ms / dense) * 100:.0f} % less time")
 

@@ -26,6 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import language_rules as R  # noqa: E402  (beside this script)
+
 from babel_utils.core import languages as L  # noqa: E402
 from babel_utils.core.paths import LANGUAGES_TABLE, UDHR_ARCHIVE_NAME, UDHR_DIR, URIEL_FEATURES  # noqa: E402
 
@@ -80,7 +82,7 @@ class Uriel:
     def lookup(self, record: dict) -> tuple[str, list[str]]:
         """(URIEL code, path) of a declaration: its ISO code (via URIEL_CODES), else its file name where
         that is an ISO code with a path; ("", []) when URIEL does not have it; (code, []) for an isolate."""
-        iso = L.URIEL_CODES.get(record["iso639_3"], record["iso639_3"])
+        iso = R.URIEL_CODES.get(record["iso639_3"], record["iso639_3"])
         candidates = [iso] + ([record["udhr"]] if ISO3.fullmatch(record["udhr"]) else [])
         for code in candidates:
             path = self.path(code)
@@ -122,8 +124,8 @@ def assign_codes(records: list[dict]) -> dict[str, str]:
     tag_count = Counter(r["bcp47"].lower() for r in records)
     codes: dict[str, str] = {}
     for primary, members in sorted(groups.items()):
-        if primary in L.DEFAULT_DECLARATIONS:
-            default = next(r for r in members if r["udhr"] == L.DEFAULT_DECLARATIONS[primary])
+        if primary in R.DEFAULT_DECLARATIONS:
+            default = next(r for r in members if r["udhr"] == R.DEFAULT_DECLARATIONS[primary])
         else:
             bare = [r for r in members if r["bcp47"] == primary] or members
             default = min(bare, key=lambda r: (r["udhr"] != r["iso639_3"], bool(parenthesis(r["name"])), r["udhr"]))
@@ -134,10 +136,10 @@ def assign_codes(records: list[dict]) -> dict[str, str]:
             subtags = r["bcp47"].split("-")[1:]
             tag = "-".join([primary] + subtags)
             suffix = r["udhr"].removeprefix(r["iso639_3"]).strip("_") or r["udhr"]
-            named = L.slug(parenthesis(r["name"]))
+            named = R.slug(parenthesis(r["name"]))
             for candidate in ([tag] if subtags and tag_count[r["bcp47"].lower()] == 1 else []) + \
                     [f"{primary}-{named}" if 0 < len(named) <= MAX_SUFFIX else "",
-                     f"{primary}-{L.slug(suffix)}", f"{primary}-{L.slug(r['udhr'])}"]:
+                     f"{primary}-{R.slug(suffix)}", f"{primary}-{R.slug(r['udhr'])}"]:
                 if candidate and candidate.lower() not in {c.lower() for c in codes.values()}:
                     codes[r["udhr"]] = candidate
                     break
@@ -153,13 +155,13 @@ def build(archive: Path, uriel: Uriel) -> tuple[list[dict], dict]:
     rows = []
     for r in records:
         code = codes[r["udhr"]]
-        name = L.PAPER_NAMES.get(r["udhr"], uninvert(r["name"]))
+        name = R.PAPER_NAMES.get(r["udhr"], uninvert(r["name"]))
         uriel_code, path = uriel.lookup(r)
-        family, genus = L.family_and_genus(path, re.sub(r"\s*\(.*\)$", "", name)) if uriel_code else ("", "")
+        family, genus = R.family_and_genus(path, re.sub(r"\s*\(.*\)$", "", name)) if uriel_code else ("", "")
         text = "\n".join(r["articles"])
         placed = r["latitude"] != NO_PLACE
         rows.append({
-            "code": code, "name": name, "family": family, "genus": genus, "script": L.detect_script(text),
+            "code": code, "name": name, "family": family, "genus": genus, "script": R.detect_script(text),
             "iso639_3": r["iso639_3"], "udhr": r["udhr"], "bcp47": r["bcp47"], "path": path,
             "latitude": r["latitude"] if placed else None, "longitude": r["longitude"] if placed else None,
             "direction": r["direction"], "uriel": uriel_code, "aliases": [],

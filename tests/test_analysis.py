@@ -24,7 +24,7 @@ def _base(n_lang: int = 3, n_layers: int = 6, n_experts: int = 8) -> np.ndarray:
     return np.full((n_lang, n_layers, n_experts), 0.01)
 
 
-# --- frequencies.py ---------------------------------------------------------------------------
+# --- record/frequencies.py ---------------------------------------------------------------------------
 
 def test_frequency_array_round_trip_and_order():
     F = np.random.default_rng(0).integers(0, 100, (3, 4, 5)) / N_TOKENS
@@ -68,7 +68,7 @@ def test_activation_levels():
     assert en[3] == pytest.approx(4 / 7) and en[0] == pytest.approx(1 / 7)
 
 
-# --- analysis.py ------------------------------------------------------------------------------
+# --- analyse/categories.py ------------------------------------------------------------------------------
 
 def test_planted_shared_and_specific_experts():
     F = _base()

@@ -14,7 +14,8 @@ from test_counting import reference_counts
 from babel_utils.evaluate import scoring
 from babel_utils.models.adapters import ADAPTERS, NATIVE, d_ff, down_projs, first_module, mlps, n_layers
 from babel_utils.models.moe import moe_view
-from babel_utils.prune.masks import apply_mask, apply_row_masks, load_pruned, physically_prune, save_pruned
+from babel_utils.prune.apply import apply_mask, apply_row_masks
+from babel_utils.prune.surgery import load_pruned, physically_prune, save_pruned
 from babel_utils.record.counting import n_selected, record_counts
 
 SMALL = dict(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,

@@ -16,7 +16,7 @@ from transformers import PreTrainedModel
 from babel_utils.data import text as data
 from babel_utils.models.adapters import down_projs
 from babel_utils.models.loading import load_model
-from babel_utils.prune import masks as pruning
+from babel_utils.prune import apply
 from babel_utils.record.counting import record_counts
 
 N_EXPERTS = 16
@@ -79,7 +79,7 @@ def test_counts_match_the_plain_load(placed, reference, placement):
 def pruned_logits(model, labels, input_ids):
     mask = np.ones((4, N_EXPERTS), dtype=bool)
     mask[:, ::3] = False  # prune every third expert of every layer
-    with torch.inference_mode(), pruning.apply_mask(model, labels, mask):
+    with torch.inference_mode(), apply.apply_mask(model, labels, mask):
         return model(input_ids=input_ids).logits
 
 

@@ -462,7 +462,7 @@ def test_cached_evaluation_stages(llama, tmp_path):
 
 
 def apply_ref(model, labels, mask):
-    from babel_utils.prune.masks import apply_mask
+    from babel_utils.prune.apply import apply_mask
 
     return apply_mask(model, labels, mask)
 
@@ -470,7 +470,7 @@ def apply_ref(model, labels, mask):
 def test_perplexity_and_mgsm_of_several_masks_at_once(llama, tmp_path):
     from babel_utils.evaluate.scoring import perplexity_many
     from babel_utils.evaluate.tasks import mgsm_eval_many
-    from babel_utils.prune.masks import apply_mask, apply_row_masks
+    from babel_utils.prune.apply import apply_mask, apply_row_masks
 
     model, tokenizer = llama
     labels = balanced_labels(n_layers(model), d_ff(model), 16)
@@ -495,7 +495,7 @@ def test_perplexity_and_mgsm_of_several_masks_at_once(llama, tmp_path):
 
 
 def test_mgsm_jobs_of_several_languages_share_batches(llama, tmp_path):
-    from babel_utils.prune.masks import apply_mask
+    from babel_utils.prune.apply import apply_mask
     from babel_utils.run import stages
 
     model, tokenizer = llama

@@ -66,7 +66,7 @@ def test_the_same_seed_gives_the_same_table_and_bad_input_is_named():
     assert a.equals(families.family_summary(F, CODES, 0.05, samples=100, seed=3))
     assert families.family_summary(F, CODES, 0.05, min_languages=7).empty  # no family has 7
     assert "nothing to summarise" in families.describe_families(a.iloc[:0], 0.05)
-    with pytest.raises(ValueError, match="grouping"):
+    with pytest.raises(ValueError, match="Unknown kind of language group .branch.; known: family, genus, script"):
         families.family_summary(F, CODES, 0.05, kind="branch")
     with pytest.raises(ValueError, match="languages"):
         families.family_summary(F[:3], CODES, 0.05)

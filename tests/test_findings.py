@@ -284,7 +284,7 @@ def test_new_figures_are_labelled():
     assert _labelled(plotting.depth_sweep_plot(analysis.depth_sweep(F, PAPER, [0.02, 0.05])))
     mats = {m: sim.similarity_matrix(F, PAPER, m) for m in sim.METRICS}
     fig = plotting.matrix_panels(mats)
-    assert [ax.get_title() for ax in fig.axes[:4]] == [sim.METRIC_LABELS[m] for m in sim.METRICS]
+    assert [ax.get_title() for ax in fig.axes[:4]] == [sim.METRICS[m].label for m in sim.METRICS]
     curve = sim.per_layer_curve(sim.per_layer_similarity(F, PAPER, "pearson"))
     assert _labelled(plotting.per_layer_curve_plot(curve))
     D = sim.euclidean_matrix(F, PAPER)
@@ -306,3 +306,29 @@ def test_per_layer_all_metrics():
     assert len(df[df.metric == "kl"]) == 2 * 72 and len(df[df.metric == "pearson"]) == 2 * 36
     one = sim.per_layer_similarity(F, PAPER, "euclidean")
     assert np.allclose(df[df.metric == "euclidean"]["value"].to_numpy(), one["value"].to_numpy())
+
+
+def test_a_new_similarity_metric_is_one_table_entry(monkeypatch):
+    """Cosine similarity added as one Metric: read as a similarity everywhere (distance 1 - value, the genus test
+    still finds same-genus pairs closer, labels and colours follow), and listed with every metric."""
+    def cosine(X, smoothing):
+        unit = X / np.linalg.norm(X, axis=1, keepdims=True)
+        return unit @ unit.T
+
+    monkeypatch.setitem(sim.METRICS, "cosine", sim.Metric("cosine", "cosine similarity", cosine, similarity=True))
+    F = _genus_F()
+    M = sim.similarity_matrix(F, PAPER, "cosine")
+    D = sim.as_distance(M, "cosine")
+    assert np.allclose(D.to_numpy(), 1.0 - M.to_numpy(), atol=1e-12) and np.allclose(np.diag(D), 0.0)
+    assert sim.genus_statistic(M.to_numpy(), PAPER, "cosine") > 0  # same genus closer than different families
+    assert sim.genus_statistic(M.to_numpy(), PAPER, "cosine") == pytest.approx(
+        sim.group_permutation_test(D, n_permutations=10).observed)
+    assert "1 - cosine similarity" in sim.describe_similarity(D, "cosine")
+    assert set(sim.matrices_table(F, PAPER).metric) == set(sim.METRICS) >= {"cosine"}
+    assert "cosine" in set(sim.per_layer_all(F, PAPER).metric)
+    curve = sim.per_layer_curve(sim.per_layer_similarity(F, PAPER, "cosine"))
+    assert "most alike at layer" in sim.describe_per_layer(curve)
+    fig = plotting.matrix_panels({m: sim.similarity_matrix(F, PAPER, m) for m in sim.METRICS})
+    assert "cosine similarity" in [ax.get_title() for ax in fig.axes]
+    with pytest.raises(ValueError, match=r"Unknown similarity metric 'cosin'.*cosine.*a new one is a Metric entry"):
+        sim.similarity_matrix(F, PAPER, "cosin")

@@ -1,5 +1,5 @@
 """A cached result never outlives the code that made it: a stage's cache key holds the fingerprint of the code the
-stage runs (fingerprint.py), and a run folder made by other code says so when a later notebook reads it."""
+stage runs (core/fingerprint.py), and a run folder made by other code says so when a later notebook reads it."""
 
 from __future__ import annotations
 

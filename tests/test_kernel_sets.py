@@ -1,7 +1,7 @@
 """Same config, same labels: the split does not depend on torch's CPU kernels, the thread count or the
-order of summation (kmeans.py works in exact integer arithmetic); ties are broken by index everywhere. And the
+order of summation (split/kmeans.py works in exact integer arithmetic); ties are broken by index everywhere. And the
 same bits per byte: every LM head arithmetic gives the same numbers within its tolerance under every kernel set,
-bfloat16 products native or emulated (lm_head.py)."""
+bfloat16 products native or emulated (models/lm_head.py)."""
 
 from __future__ import annotations
 

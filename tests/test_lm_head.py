@@ -1,4 +1,4 @@
-"""The LM head's log-probabilities (lm_head.py): each precision equals its definition, written out in float64,
+"""The LM head's log-probabilities (models/lm_head.py): each precision equals its definition, written out in float64,
 whichever kernel computes it; the vocabulary is reduced in chunks without changing the numbers."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class _Head(nn.Module):
 
 
 def _definition(model: _Head, hidden: torch.Tensor, targets: torch.Tensor, head_dtype: str) -> torch.Tensor:
-    """log p(target) as lm_head.py defines each precision, in float64 (the rounding to bfloat16 explicit)."""
+    """log p(target) as models/lm_head.py defines each precision, in float64 (the rounding to bfloat16 explicit)."""
     weight, bias = model.head.weight.detach(), model.head.bias
     if head_dtype == "bfloat16":
         exact = hidden.bfloat16().double() @ weight.bfloat16().double().T

@@ -86,7 +86,7 @@ def test_analysis_and_similarity_plots(F):
     for fig in figures.values():
         _assert_labelled(fig)
     _assert_labelled(plotting.matrix_heatmap(dist, "Euclidean", "Euclidean distance"), "Euclidean distance")
-    _assert_labelled(plotting.per_layer_similarity_plot(per_layer), "Pearson correlation")
+    _assert_labelled(plotting.per_layer_similarity_plot(per_layer), "Pearson r")
     dendro = plotting.dendrogram_plot(Z, LANGS, distance_label="Euclidean distance")
     _assert_labelled(dendro)
     leaves = " ".join(t.get_text() for t in dendro.axes[0].get_yticklabels())

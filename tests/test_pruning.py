@@ -10,19 +10,17 @@ from conftest import balanced_labels
 from babel_utils.core.config import BabelConfig
 from babel_utils.models.adapters import d_ff, down_projs, layer_width, n_layers
 from babel_utils.models.hooks import ffn_input_hooks
+from babel_utils.prune.apply import apply_mask, dynamic_topk
 from babel_utils.prune.masks import (
     MaskSpec,
     activation_levels,
-    apply_mask,
     dynamic_spec,
-    dynamic_topk,
     layerwise_counts,
     layerwise_mask,
     mask_overlap,
     mask_table,
     masks_from_results,
     masks_to_results,
-    physically_prune,
     pruned_per_layer,
     random_mask,
     random_masks_like,
@@ -31,6 +29,7 @@ from babel_utils.prune.masks import (
     threshold_mask,
 )
 from babel_utils.prune.methods import METHODS, build_masks, check_method
+from babel_utils.prune.surgery import physically_prune
 from babel_utils.record.counting import expert_scores
 
 L, E = 6, 40
@@ -261,7 +260,7 @@ def test_mask_spec_names():
 
 
 def test_exported_pruned_model_reloads_with_uneven_widths(tiny, tmp_path):
-    from babel_utils.prune.masks import load_pruned, save_pruned
+    from babel_utils.prune.surgery import load_pruned, save_pruned
 
     model, tokenizer = tiny
     labels = balanced_labels(n_layers(model), d_ff(model), 16, seed=3)
@@ -281,7 +280,7 @@ def test_exported_pruned_model_reloads_with_uneven_widths(tiny, tmp_path):
 
 
 def test_paired_median_ms_times_every_contender():
-    from babel_utils.prune.masks import paired_median_ms
+    from babel_utils.core.timing import paired_median_ms
 
     calls = {"a": 0, "b": 0}
 
@@ -321,7 +320,7 @@ def test_build_masks_bad_input_messages(freqs):
 
 
 def test_row_masks_equal_one_mask_at_a_time(tiny):
-    from babel_utils.prune.masks import apply_row_masks
+    from babel_utils.prune.apply import apply_row_masks
 
     model, tokenizer = tiny
     labels = balanced_labels(n_layers(model), d_ff(model), 16, seed=6)

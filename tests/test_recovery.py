@@ -48,7 +48,7 @@ def test_per_layer_recovery_finds_the_layer_that_carries_the_groups():
     F = rng.random((9, 3, 16))
     F[:, 1] = _tree_frequencies(groups, noise=0.05, layers=1, experts=16)[:, 0]  # only layer 1 is tree-shaped
     planted = {"planted": dict(zip(langs, groups)).__getitem__}
-    table = recovery.recovery_per_layer(F, langs, "pearson", "average", 1000, seed=0, groupings=planted)
+    table = recovery.recovery_per_layer(F, langs, "pearson", "average", 1000, seed=0, by=planted)
     by_layer = table.set_index("layer")
     assert by_layer.loc[1, "ari"] == 1.0 and by_layer.loc[1, "p_value"] < 0.01
     assert (by_layer.loc[[0, 2], "p_value"] > 0.05).all() and (by_layer.loc[[0, 2], "ari"] < 0.5).all()
@@ -56,10 +56,10 @@ def test_per_layer_recovery_finds_the_layer_that_carries_the_groups():
 
 def test_every_grouping_of_the_paper_languages_and_sentences_follow_p(monkeypatch):
     langs = ["en", "fr", "es", "pt", "hi", "ur", "bn", "ar", "zh"]
-    genus = [recovery.GROUPINGS["genus"](c) for c in langs]
+    genus = [recovery.groupings()["genus"](c) for c in langs]
     F = _tree_frequencies(genus, noise=0.05)
     whole = recovery.recovery_table(_distance(F, langs), "average", 500, seed=0)
-    assert whole["grouping"].tolist() == list(recovery.GROUPINGS)
+    assert whole["grouping"].tolist() == list(recovery.groupings())
     assert whole.set_index("grouping").loc["genus", "ari"] == 1.0
     per_layer = recovery.recovery_per_layer(F, langs, "pearson", "average", 500, seed=0)
     text = recovery.describe_recovery(whole, per_layer, alpha=0.05)

@@ -19,6 +19,11 @@ SMOKE = str(CONFIGS_DIR / "smoke.yaml")
     (["--set", "text_source=files", "--set", "text_files={en: EMPTY, fr: EMPTY, hi: EMPTY}"],
      ["en", "empty"]),
     (["--only", "09"], ["unknown notebook", "09"]),
+    # what 05, 06 and 08 would have found only midway through the run
+    (["--set", "similarity_metric=cosin"], ["Unknown similarity metric", "cosin", "pearson"]),
+    (["--set", "task_methods=[sorting, magnitude]"], ["Unknown pruning method", "magnitude", "layerwise"]),
+    (["--set", "tuning_lr=2"], ["tuning_lr", "a number in (0, 1)"]),
+    (["--set", "tuning_params=ffn"], ["tuning_params", "ffn", "mlp"]),
 ])
 def test_bad_input_is_a_clear_error_and_leaves_nothing(tmp_path, capsys, args, words):
     empty = tmp_path / "empty.txt"

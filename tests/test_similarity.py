@@ -50,7 +50,7 @@ def test_per_layer_similarity_pairs():
     row = df[(df.layer == 2) & (df.lang_a == "en") & (df.lang_b == "ar")].value.item()
     assert row == pytest.approx(np.corrcoef(F[0, 2], F[2, 2])[0, 1])
     assert len(sim.per_layer_similarity(F, langs, "kl")) == 4 * 6  # both orders
-    with pytest.raises(ValueError, match="Unknown metric"):
+    with pytest.raises(ValueError, match="Unknown similarity metric .cosine.; known: euclidean, kl, kl_symmetric, pearson"):
         sim.per_layer_similarity(F, langs, "cosine")
 
 

@@ -155,14 +155,14 @@ def test_offline_tuning_needs_two_languages():
 
 def test_committed_adapters_match_the_default_config():
     """A committed adapter is found by the default config's tuning key; a changed default would silently
-    re-tune for minutes in 06, so it must come with a new adapter (python -m babel_utils.analyse.tuning)."""
+    re-tune for minutes in 06, so it must come with a new adapter (babel tune)."""
     committed = sorted(p.parent.name for p in tuning.COMMITTED_DIR.glob("*/meta.json"))
     if not committed:
         pytest.skip("no committed adapter")
     cfg = config.load_config(paths.CONFIGS_DIR / "default.yaml")
     assert (tuning.committed_dir(cfg) / "meta.json").exists(), (
         f"resources/tuning holds {committed} but not the default config's key {tuning.committed_dir(cfg).name}; "
-        "rerun `python -m babel_utils.analyse.tuning configs/default.yaml`.")
+        "rerun `babel tune configs/default.yaml`.")
 
 
 def test_lora_on_conv1d_maps_merges_like_the_hooked_model():

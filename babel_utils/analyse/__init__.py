@@ -23,12 +23,12 @@ from .families import describe_families, family_summary
 from .geometry import classical_mds, describe_mantel, mantel_table
 from .recovery import describe_recovery, recovery_per_layer, recovery_table
 from .similarity import (
-    METRIC_LABELS,
     METRICS,
     as_distance,
     bootstrap_intervals,
     bootstrap_pairs,
     bootstrap_samples,
+    check_metric,
     dendrogram_linkage,
     describe_bootstrap,
     describe_grid,
@@ -51,12 +51,12 @@ from .tuning import describe_tuning, load_tuned, record_config, weight_change
 __all__ = [
     "DEPTHS",
     "METRICS",
-    "METRIC_LABELS",
     "as_distance",
     "bootstrap_intervals",
     "bootstrap_pairs",
     "bootstrap_samples",
     "category_totals",
+    "check_metric",
     "classical_mds",
     "counts_by_layer",
     "dendrogram_linkage",

@@ -16,9 +16,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..core.languages import get_language
+from ..core.languages import check_group_kind
 
-GROUPINGS: dict[str, str] = {"family": "families", "genus": "genera", "script": "scripts"}  # grouping -> plural
 MEASURES: dict[str, str] = {
     "shared": "high-frequency in every language of the group",
     "own": "high-frequency in some language of the group and in no other",
@@ -45,8 +44,7 @@ def family_summary(F: np.ndarray, languages: Sequence[str], threshold: float, *,
                    min_languages: int = 2, samples: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Per group with at least `min_languages` languages: its size, mean high-frequency experts per language,
     and for shared and own experts the count, the random groups' mean and the p-value (module doc)."""
-    if kind not in GROUPINGS:
-        raise ValueError(f"Unknown grouping {kind!r}; use one of {', '.join(GROUPINGS)}.")
+    group_kind = check_group_kind(kind)
     if min_languages < 2:
         raise ValueError(f"min_languages={min_languages}: a group needs at least 2 languages to share experts.")
     F = np.asarray(F, dtype=np.float64)
@@ -54,7 +52,7 @@ def family_summary(F: np.ndarray, languages: Sequence[str], threshold: float, *,
         raise ValueError(f"Expected frequencies [n_languages={len(languages)}, layers, experts]; got {F.shape}.")
     high = (F >= threshold).reshape(len(languages), -1).astype(np.float64)
     total = high.sum(axis=0)
-    labels = pd.Series([getattr(get_language(code), kind) for code in languages])
+    labels = pd.Series([group_kind.group(code) for code in languages])
     sizes = labels.value_counts()
     groups = [g for g in sizes.index if sizes[g] >= min_languages and sizes[g] < len(languages)]
     rng = np.random.default_rng(seed)
@@ -86,7 +84,7 @@ def describe_families(table: pd.DataFrame, alpha: float, kind: str = "family", l
     for measure, meaning in MEASURES.items():
         beyond = table[table[f"{measure}_p"] < alpha]
         verb = "has" if len(beyond) == 1 else "have"
-        lines.append(f"{len(beyond)} of {n} {GROUPINGS[kind]} {verb} more {measure} experts ({meaning}) than random "
+        lines.append(f"{len(beyond)} of {n} {check_group_kind(kind).plural} {verb} more {measure} experts ({meaning}) than random "
                      f"groups of as many languages (p < {alpha:g}).")
     for _, row in table.head(largest).iterrows():
         lines.append(f"{row[kind]} ({row['n_languages']} languages): {row['shared']} shared "

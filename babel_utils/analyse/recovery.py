@@ -18,15 +18,13 @@ import pandas as pd
 from scipy.cluster import hierarchy
 from scipy.spatial.distance import squareform
 
-from ..core.languages import get_language
+from ..core.languages import GROUP_KINDS
 from .similarity import as_distance, similarity_matrix
 
-# what a language is grouped by; a new grouping is one entry
-GROUPINGS: dict[str, Callable[[str], str]] = {
-    "family": lambda code: get_language(code).family,
-    "genus": lambda code: get_language(code).genus,
-    "script": lambda code: get_language(code).script,
-}
+
+def groupings() -> dict[str, Callable[[str], str]]:
+    """What a language is grouped by: every kind of group of the language table (core/languages.py GROUP_KINDS)."""
+    return {name: kind.group for name, kind in GROUP_KINDS.items()}
 
 
 def _codes(values: Sequence) -> np.ndarray:
@@ -70,23 +68,23 @@ def recovery(distance: pd.DataFrame, groups: Sequence[str], method: str, n_permu
 
 
 def recovery_table(distance: pd.DataFrame, method: str, n_permutations: int, seed: int = 0,
-                   groupings: Mapping[str, Callable[[str], str]] = GROUPINGS) -> pd.DataFrame:
-    """The whole tree against every grouping (GROUPINGS by default): one row each."""
+                   by: Mapping[str, Callable[[str], str]] | None = None) -> pd.DataFrame:
+    """The whole tree against every grouping (`groupings()` by default): one row each."""
     langs = list(distance.index)
     rows = [{"grouping": name, **recovery(distance, [group(c) for c in langs], method, n_permutations, seed)}
-            for name, group in groupings.items()]
+            for name, group in (groupings() if by is None else by).items()]
     return pd.DataFrame(rows).assign(n_languages=len(langs), n_permutations=n_permutations)
 
 
 def recovery_per_layer(F: np.ndarray, languages: Sequence[str], metric: str, method: str, n_permutations: int,
                        seed: int = 0, smoothing: float = 1e-6,
-                       groupings: Mapping[str, Callable[[str], str]] = GROUPINGS) -> pd.DataFrame:
+                       by: Mapping[str, Callable[[str], str]] | None = None) -> pd.DataFrame:
     """`recovery_table` on every layer's distance alone: columns layer, grouping, ari, null_mean, p_value, ..."""
     F = np.asarray(F, dtype=np.float64)
     out = []
     for layer in range(F.shape[1]):
         distance = as_distance(similarity_matrix(F[:, layer:layer + 1], languages, metric, smoothing), metric)
-        out.append(recovery_table(distance, method, n_permutations, seed, groupings).assign(layer=layer))
+        out.append(recovery_table(distance, method, n_permutations, seed, by).assign(layer=layer))
     return pd.concat(out, ignore_index=True)[["layer", "grouping", "ari", "null_mean", "p_value", "n_groups",
                                               "n_languages", "n_permutations"]]
 

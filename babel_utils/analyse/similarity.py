@@ -1,8 +1,9 @@
 """Similarity between languages' frequency patterns, clustering and tests of family structure (SPEC 4).
 
 Frequencies `F` have shape [n_lang, L, E]; matrices come back as DataFrames labelled by language.
-Metrics: "euclidean" (distance), "kl" (KL(P_i || P_j), not symmetric), "kl_symmetric"
-((KL(i,j) + KL(j,i)) / 2) and "pearson" (a similarity; `1 - r` is its distance).
+The metrics are the table METRICS: "euclidean" (a distance), "kl" (KL(P_i || P_j), not symmetric),
+"kl_symmetric" ((KL(i,j) + KL(j,i)) / 2) and "pearson" (a similarity: `1 - r` is its distance). A new metric is
+one `Metric` entry; every matrix, distance, test, label and figure reads what it needs from there.
 """
 
 from __future__ import annotations
@@ -11,26 +12,19 @@ import itertools
 import logging
 import math
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy.cluster import hierarchy
 from scipy.spatial.distance import squareform
 
-from ..core.config import CHOICES, BabelConfig
+from ..core.config import BabelConfig
 from ..core.languages import LANGUAGES, language_name
 
 log = logging.getLogger(__name__)
 
 KL_SMOOTHING: float = BabelConfig.kl_smoothing  # SPEC 4: added to every frequency before normalising
-METRICS: tuple[str, ...] = CHOICES["similarity_metric"]  # the names a config may choose
-METRIC_LABELS: dict[str, str] = {
-    "euclidean": "Euclidean distance",
-    "kl": "KL divergence (nats)",
-    "kl_symmetric": "symmetric KL divergence (nats)",
-    "pearson": "Pearson correlation",
-}
 
 
 def _require_two(languages: Sequence[str]) -> None:
@@ -85,15 +79,41 @@ def _pearson(X: np.ndarray) -> np.ndarray:
     return np.clip(r, -1.0, 1.0)
 
 
+@dataclass(frozen=True)
+class Metric:
+    """One way to compare two languages' frequency vectors."""
+
+    name: str
+    label: str  # what its values are (axis and colour-bar labels, sentences)
+    pairwise: Callable[[np.ndarray, float], np.ndarray]  # (rows [n, d], KL smoothing) -> matrix [n, n]
+    similarity: bool = False  # larger means more alike; its distance is then 1 - value
+    symmetric: bool = True  # value(a, b) == value(b, a); an asymmetric one lists both orders per layer
+
+    @property
+    def distance_label(self) -> str:
+        """What `as_distance` of its matrix holds."""
+        return f"1 - {self.label}" if self.similarity else self.label
+
+
+METRICS: dict[str, Metric] = {
+    "euclidean": Metric("euclidean", "Euclidean distance", lambda X, s: _euclidean(X)),
+    "kl": Metric("kl", "KL divergence (nats)", lambda X, s: _kl(X, s, symmetric=False), symmetric=False),
+    "kl_symmetric": Metric("kl_symmetric", "symmetric KL divergence (nats)", lambda X, s: _kl(X, s, symmetric=True)),
+    "pearson": Metric("pearson", "Pearson r", lambda X, s: _pearson(X), similarity=True),
+}
+
+
+def check_metric(name: str) -> Metric:
+    """The metric of this name, or an error that lists the known ones."""
+    if name not in METRICS:
+        raise ValueError(f"Unknown similarity metric {name!r}; known: {', '.join(METRICS)} "
+                         "(a new one is a Metric entry in babel_utils/analyse/similarity.py).")
+    return METRICS[name]
+
+
 def _matrix(X: np.ndarray, metric: str, smoothing: float = KL_SMOOTHING) -> np.ndarray:
     """Pairwise matrix of rows of X for one metric."""
-    if metric == "euclidean":
-        return _euclidean(X)
-    if metric in ("kl", "kl_symmetric"):
-        return _kl(X, smoothing, symmetric=metric == "kl_symmetric")
-    if metric == "pearson":
-        return _pearson(X)
-    raise ValueError(f"Unknown metric {metric!r}; known metrics: {', '.join(METRICS)}.")
+    return check_metric(metric).pairwise(X, smoothing)
 
 
 def euclidean_matrix(F: np.ndarray, languages: Sequence[str]) -> pd.DataFrame:
@@ -119,12 +139,10 @@ def similarity_matrix(F: np.ndarray, languages: Sequence[str], metric: str,
 
 
 def as_distance(matrix: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """A metric's matrix as a symmetric distance with zero diagonal: 1 - r for Pearson, symmetrised KL."""
+    """A metric's matrix as a symmetric distance with zero diagonal: 1 - value for a similarity, symmetrised."""
     values = matrix.to_numpy(dtype=np.float64)
-    if metric == "pearson":
+    if check_metric(metric).similarity:
         values = 1.0 - values
-    elif metric not in METRICS:
-        raise ValueError(f"Unknown metric {metric!r}; known metrics: {', '.join(METRICS)}.")
     values = (values + values.T) / 2
     np.fill_diagonal(values, 0.0)
     return pd.DataFrame(values, index=matrix.index, columns=matrix.columns)
@@ -140,9 +158,7 @@ def per_layer_similarity(F: np.ndarray, languages: Sequence[str], metric: str,
     if F.ndim != 3:
         raise ValueError(f"Frequencies must have shape [n_languages, layers, experts]; got {F.shape}.")
     _vectors(F, languages)
-    if metric not in METRICS:
-        raise ValueError(f"Unknown metric {metric!r}; known metrics: {', '.join(METRICS)}.")
-    pairs = (itertools.permutations(range(len(languages)), 2) if metric == "kl"
+    pairs = (itertools.permutations(range(len(languages)), 2) if not check_metric(metric).symmetric
              else itertools.combinations(range(len(languages)), 2))
     pairs = list(pairs)
     rows = []
@@ -250,7 +266,6 @@ def bootstrap_matrix(per_chunk_counts: Mapping[str, np.ndarray], per_chunk_token
 
 # --------------------------------------------------------------------------- notebook 05: summaries
 
-SIMILARITIES: tuple[str, ...] = ("pearson",)  # metrics where larger means more alike
 RELATIONS: tuple[str, ...] = ("same genus", "same family, other genus", "different family")
 
 
@@ -267,11 +282,12 @@ def relation(a: str, b: str) -> str:
     return RELATIONS[1] if la.family == lb.family else RELATIONS[2]
 
 
-def matrices_table(F: np.ndarray, languages: Sequence[str], metrics: Sequence[str] = METRICS,
+def matrices_table(F: np.ndarray, languages: Sequence[str], metrics: Sequence[str] | None = None,
                    smoothing: float = KL_SMOOTHING) -> pd.DataFrame:
-    """Every metric's matrix in one long table: metric, lang_a, lang_b, value (all ordered pairs)."""
+    """Every metric's matrix (all of METRICS by default) in one long table: metric, lang_a, lang_b, value (all
+    ordered pairs)."""
     frames = []
-    for metric in metrics:
+    for metric in METRICS if metrics is None else metrics:
         M = similarity_matrix(F, languages, metric, smoothing)
         long = M.stack().rename_axis(["lang_a", "lang_b"]).rename("value").reset_index()
         frames.append(long.assign(metric=metric)[["metric", "lang_a", "lang_b", "value"]])
@@ -307,7 +323,7 @@ def describe_similarity(distance_df: pd.DataFrame, metric: str) -> str:
     pairs = pair_table(distance_df)
     D = _check_distance(distance_df)
     langs = [str(x) for x in distance_df.index]
-    label = "1 - Pearson r" if metric == "pearson" else METRIC_LABELS.get(metric, metric)
+    label = check_metric(metric).distance_label
     close, far = pairs.iloc[0], pairs.iloc[-1]
     masked = D + np.diag(np.full(len(langs), np.inf))
     nearest = {lang: langs[int(np.argmin(masked[i]))] for i, lang in enumerate(langs)}
@@ -363,8 +379,8 @@ def per_layer_curve(per_layer: pd.DataFrame) -> pd.DataFrame:
 def describe_per_layer(curve: pd.DataFrame) -> str:
     """Where in depth languages look most alike, least alike, and where related languages stand out most."""
     metric = str(curve["metric"].iloc[0])
-    alike_high = metric in SIMILARITIES
-    label = METRIC_LABELS.get(metric, metric)
+    alike_high = check_metric(metric).similarity
+    label = check_metric(metric).label
     allp = curve[curve.group == "all pairs"].set_index("layer")["value"]
     most, least = (allp.idxmax(), allp.idxmin()) if alike_high else (allp.idxmin(), allp.idxmax())
     text = (f"Per layer ({label}, mean over all pairs), languages look most alike at layer {int(most)} "
@@ -395,7 +411,7 @@ def describe_permutation(result: PermutationResult | None, metric: str, alpha: f
     """The permutation test in words: statistic, p-value and the decision at `alpha` (or why there is none)."""
     if result is None:
         return reason or "No permutation test was run."
-    label = "1 - Pearson r" if metric == "pearson" else METRIC_LABELS.get(metric, metric)
+    label = check_metric(metric).distance_label
     verdict = ("so same-genus languages are more similar than languages of different families at the "
                f"{alpha:g} level" if result.p_value <= alpha else
                f"which is not significant at the {alpha:g} level: with these languages and this text we cannot "
@@ -444,7 +460,7 @@ def bootstrap_samples(per_chunk_counts: Mapping[str, np.ndarray], per_chunk_toke
 def genus_statistic(matrix: np.ndarray, languages: Sequence[str], metric: str) -> np.ndarray:
     """Mean different-family distance minus mean same-genus distance of one matrix or a stack [..., n, n]."""
     M = np.asarray(matrix, dtype=np.float64)
-    D = 1.0 - M if metric == "pearson" else M
+    D = 1.0 - M if check_metric(metric).similarity else M
     D = (D + np.swapaxes(D, -1, -2)) / 2
     i, j = np.triu_indices(len(languages), k=1)
     rel = np.array([relation(languages[a], languages[b]) for a, b in zip(i, j)])
@@ -458,7 +474,7 @@ def describe_bootstrap(pairs: pd.DataFrame, interval: tuple[float, float] | None
                        n_bootstrap: int) -> str:
     """Bootstrap intervals in words: the genus statistic's 95 % interval (None: no genus test), and how
     clearly the closest pair stands apart."""
-    label = "1 - Pearson r" if metric == "pearson" else METRIC_LABELS.get(metric, metric)
+    label = check_metric(metric).distance_label
     first = pairs.iloc[0]
     overlapping = pairs.iloc[1:][pairs.iloc[1:]["low"] <= first["high"]]
     text = f"Resampling blocks of text {n_bootstrap} times"
@@ -548,8 +564,8 @@ def describe_grid(grid: pd.DataFrame, reference: int, alpha: float = 0.05) -> st
 
 
 def bootstrap_pairs(distance_df: pd.DataFrame, low: pd.DataFrame, high: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """`pair_table` with bootstrap 2.5 % / 97.5 % bounds turned into distances (for Pearson: 1 - r flips them)."""
-    if metric == "pearson":
+    """`pair_table` with bootstrap 2.5 % / 97.5 % bounds turned into distances (1 - value flips a similarity's)."""
+    if check_metric(metric).similarity:
         low_d, high_d = as_distance(high, metric), as_distance(low, metric)
     else:
         low_d, high_d = as_distance(low, metric), as_distance(high, metric)
@@ -603,7 +619,9 @@ def test_table(result: PermutationResult | None, interval: tuple[float, float] |
     }])
 
 
-def per_layer_all(F: np.ndarray, languages: Sequence[str], metrics: Sequence[str] = METRICS,
+def per_layer_all(F: np.ndarray, languages: Sequence[str], metrics: Sequence[str] | None = None,
                   smoothing: float = KL_SMOOTHING) -> pd.DataFrame:
-    """`per_layer_similarity` of several metrics in one long table (column `metric` tells them apart)."""
-    return pd.concat([per_layer_similarity(F, languages, m, smoothing) for m in metrics], ignore_index=True)
+    """`per_layer_similarity` of several metrics (all of METRICS by default) in one long table (column `metric`
+    tells them apart)."""
+    return pd.concat([per_layer_similarity(F, languages, m, smoothing) for m in (METRICS if metrics is None else metrics)],
+                     ignore_index=True)

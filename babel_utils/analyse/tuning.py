@@ -25,7 +25,7 @@ Storage, by the parameters of the "tuning" stage (cache.STAGE_READS): the stage 
 for a full fine-tune), `history.parquet` (loss per step) and `meta.json` (written last, in a
 folder renamed when complete). Tuning Gemma 3 270M takes several minutes of a small CPU, so the
 default config's adapter (a few MB) is committed under `resources/tuning/<stage key>/`, made by
-`python -m babel_utils.analyse.tuning configs/default.yaml`; a config whose key has a committed adapter
+`babel tune configs/default.yaml`; a config whose key has a committed adapter
 loads it instead of tuning, any other config tunes once and caches.
 """
 
@@ -34,8 +34,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -407,9 +405,7 @@ def committed_dir(cfg: BabelConfig) -> Path:
 def _write_stage(folder: Path, cfg: BabelConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                  history: pd.DataFrame, summary: dict, adapter: dict[str, torch.Tensor] | None) -> None:
     """Write a tuning result atomically: a temporary folder renamed when complete (meta.json last)."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
+    def write(tmp: Path) -> None:
         if adapter is not None:
             save_file(adapter, str(tmp / ADAPTER_FILE))
         else:
@@ -419,12 +415,8 @@ def _write_stage(folder: Path, cfg: BabelConfig, model: PreTrainedModel, tokeniz
         results.write_json(tmp / "meta.json", results.sidecar(
             cfg.to_dict(), stage="tuning", names=["history"], params=cache.stage_params(cfg, "tuning"),
             code=code_fingerprint("tuning"), summary=summary))
-        if folder.exists():  # an incomplete folder of a killed run
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    results.atomic_folder(folder, write)
 
 
 def _load_stage(folder: Path, cfg: BabelConfig, base: PreTrainedModel) -> tuple[PreTrainedModel, dict, pd.DataFrame]:
@@ -539,24 +531,7 @@ def describe_tuning(tuned: Tuned) -> str:
             f"{m['loss_before_heldout']:.3f} to {m['loss_after_heldout']:.3f}.")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m babel_utils.analyse.tuning CONFIG [KEY=VALUE ...]`: make the committed LoRA adapter of a config."""
-    import argparse
-
-    from ..core.config import load_config
-
-    parser = argparse.ArgumentParser(prog="python -m babel_utils.analyse.tuning", description=main.__doc__)
-    parser.add_argument("config")
-    parser.add_argument("overrides", nargs="*", help="key=value")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = load_config(args.config, args.overrides)
-    target = write_committed(cfg)
-    print(f"adapter written to {target}")
-    print(describe_tuning(Tuned(None, None, cfg.model, OFFLINE_LABEL, target, pd.DataFrame(),
-                                results.read_json(target / "meta.json")["summary"])))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def describe_committed(folder: Path, model_name: str) -> str:
+    """The tuning summary of a committed adapter folder of a model, in words."""
+    return describe_tuning(Tuned(None, None, model_name, OFFLINE_LABEL, folder, pd.DataFrame(),
+                                 results.read_json(folder / "meta.json")["summary"]))

@@ -3,16 +3,18 @@
 The names the notebooks call; the modules below hold the rest."""
 
 from .cache import provenance
-from .config import describe, for_notebook
+from .config import BabelConfig, describe, for_notebook, load_config
 from .machine import describe_machine
 from .paths import results_dir, run_dir
 from .results import load, package_versions, save
 
 __all__ = [
+    "BabelConfig",
     "describe",
     "describe_machine",
     "for_notebook",
     "load",
+    "load_config",
     "package_versions",
     "provenance",
     "results_dir",

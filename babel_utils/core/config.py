@@ -15,7 +15,7 @@ from .languages import PAPER_LANGUAGES, UnknownLanguageError, resolve_languages
 # Allowed values of the enumerated parameters; validation messages name them.
 CHOICES: dict[str, tuple[Any, ...]] = {
     "dtype": ("auto", "float32", "bfloat16", "float16"),
-    "head_dtype": ("float32", "bfloat16"),  # lm_head.py defines each by its arithmetic
+    "head_dtype": ("float32", "bfloat16"),  # models/lm_head.py defines each by its arithmetic
     "text_source": ("udhr", "hf", "files"),
     "split_method": ("kmeans", "random", "contiguous"),
     "cluster_matrix": ("up", "gate", "gate+up"),
@@ -24,7 +24,6 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "selection": ("cross_layer", "per_layer"),
     "prune_layer_mode": ("global", "per_layer"),
     "linkage_method": ("single", "complete", "average", "weighted", "centroid", "median", "ward"),  # scipy's
-    "similarity_metric": ("euclidean", "kl", "kl_symmetric", "pearson"),  # similarity.METRICS
 }
 
 
@@ -63,7 +62,7 @@ class HeadParams:
     """The precision of the LM head in every scored log-probability (held-out text, gold answers, choices)."""
 
     # float32: exact logits, as reproducible as the body's float32 activations (bits per byte 5e-7 apart between
-    # CPUs). bfloat16 (lm_head.py: h and W rounded to bfloat16, float32 sums, logits rounded to bfloat16) is 1.4x
+    # CPUs). bfloat16 (models/lm_head.py: h and W rounded to bfloat16, float32 sums, logits rounded to bfloat16) is 1.4x
     # as fast where the CPU multiplies bfloat16 itself, but its rounding turns the body's last-bit noise into
     # differences of up to 2e-4 between CPUs (BENCHMARKS.md, "The LM head"). Generation is not affected.
     head_dtype: str = "float32"
@@ -180,7 +179,7 @@ class SweepParams:
 
 @dataclass(frozen=True)
 class FamilyParams:
-    """04's shared and own experts per family, against random groups of as many languages (families.py)."""
+    """04's shared and own experts per family, against random groups of as many languages (analyse/families.py)."""
 
     family_min_languages: int = 2  # families with fewer of the run's languages are not summarised
     family_samples: int = 1000  # random groups per family size
@@ -197,7 +196,7 @@ class SimilarityParams:
     # swap budget of the grid's other granularities (the run's own n_experts keeps kmeans_swap_rounds):
     # 4 rounds leave the objective ~2-3 % short of the local optimum at a third of the time (BENCHMARKS.md)
     expert_grid_swap_rounds: int = 4
-    similarity_metric: str = "pearson"  # metric of the dendrogram, the tests and the grid (CHOICES)
+    similarity_metric: str = "pearson"  # metric of the dendrogram, the tests and the grid (similarity.METRICS)
     linkage_method: str = "average"  # hierarchical clustering (scipy's linkage method)
     alpha: float = 0.05  # significance level of the sentences
 

@@ -67,148 +67,11 @@ from __future__ import annotations
 import difflib
 import gzip
 import json
-import re
-import unicodedata
-from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from .paths import LANGUAGES_TABLE, URIEL_FEATURES
-
-# --------------------------------------------------------------------------- genealogy rules
-
-# Families WALS treats as a single genus (the genus is the family).
-SINGLE_GENUS_FAMILIES = frozenset({
-    "Abkhaz-Adyge", "Aymara", "Barbacoan", "Cahuapanan", "Guaicuruan", "Heiban", "Huitotoan",
-    "Ijoid", "Japonic", "Jivaroan", "Kartvelian", "Koman", "Koreanic", "Matacoan", "Mayan",
-    "Mixe-Zoque", "Mongolic", "Nilotic", "Panoan", "Quechuan", "Saharan", "Songhay", "Tacanan",
-    "Totonacan", "Tucanoan", "Tungusic", "Turkic", "Yanomam", "Zamucoan", "Zaparoan",
-})
-# Glottolog nodes that are WALS genera (by Glottolog's name), in the families WALS splits.
-GENERA = frozenset({
-    # Indo-European
-    "Albanian", "Armenian", "Eastern Baltic", "Celtic", "Germanic", "Greek", "Indo-Aryan", "Iranian",
-    "Romance", "Slavic",
-    # Atlantic-Congo
-    "Bantoid", "Defoid", "Edoid", "Igboid", "Idomoid", "Delta Cross", "Kwa Volta-Congo", "Gur", "Ubangi",
-    "North-Central Atlantic", "Mel", "Limba",
-    # Austronesian
-    "Oceanic", "Central Malayo-Polynesian", "Greater Central Philippine", "Northern Luzon", "Central Luzon",
-    "Greater Barito", "Malayo-Sumbawan", "Javanesic", "South Sulawesi", "East Formosan",
-    # Sino-Tibetan
-    "Bodic", "Lolo-Burmese", "Kuki-Chin", "Naga", "Nungish", "Sinitic", "Tujia",
-    # Afro-Asiatic
-    "Berber", "West Chadic", "East Cushitic", "Semitic",
-    # Uralic
-    "Finnic", "Permian", "Saami", "Samoyedic",
-    # Otomanguean
-    "Mixtecan", "Popolocan-Mazatecan", "Zapotecan", "Chinantecan", "Otomian",
-    # Austroasiatic, Uto-Aztecan, Athapaskan-Eyak-Tlingit
-    "Khasian", "Aztec", "Athapaskan",
-})
-# Glottolog's name -> WALS's name of a genus, where the two differ.
-GENUS_NAMES = {
-    "Indo-Aryan": "Indic", "Eastern Baltic": "Baltic", "Kwa Volta-Congo": "Kwa",
-    "North-Central Atlantic": "Northern Atlantic", "Delta Cross": "Cross River", "Greater Barito": "Barito",
-    "Northern Luzon": "Northern Philippines", "Lolo-Burmese": "Burmese-Lolo", "East Cushitic": "Eastern Cushitic",
-    "Permian": "Permic", "Popolocan-Mazatecan": "Popolocan", "Aztec": "Aztecan",
-}
-WRAPPER_PREFIXES = ("Nuclear ",)  # Glottolog nodes that only wrap the real first branch
-# Which declaration keeps the bare code where several share it (UDHR file names): the paper's choices,
-# the 1996 German spelling (as MGSM's), the newest Romanian text, modern monotonic Greek, and an
-# official script of the languages the UDHR has in two. The others follow the rule of the module doc.
-DEFAULT_DECLARATIONS = {
-    "en": "eng", "fr": "fra", "es": "spa", "pt": "por_PT", "hi": "hin", "ur": "urd", "bn": "ben", "ar": "arb",
-    "zh": "cmn_hans", "de": "deu_1996", "sw": "swh", "ja": "jpn", "th": "tha", "ro": "ron_2006",
-    "el": "ell_monotonic", "sr": "srp_cyrl", "bs": "bos_latn", "az": "azj_latn", "uz": "uzn_latn",
-    "tk": "tuk_latn", "ug": "uig_arab", "zlm": "mly_latn",
-}
-# The paper's names, where the UDHR's differ ("Portuguese (Portugal)", "Arabic, Standard", ...).
-PAPER_NAMES = {"por_PT": "Portuguese", "arb": "Arabic", "cmn_hans": "Chinese"}
-# ISO 639-3 code of a declaration -> the code URIEL classifies that language under.
-URIEL_CODES = {"lvs": "lav", "ekk": "est", "nob": "nor", "nno": "nor", "twi": "aka", "fat": "aka",
-               "zgh": "tzm", "cnr": "srp", "ido": "epo"}
-
-
-def genus_of(path: Sequence[str]) -> str:
-    """The genus of a genealogical path (family first), by the rules of the module docstring."""
-    if not path:
-        raise ValueError("An empty path has no genus (an isolate's genus is its name).")
-    family = path[0]
-    if family in SINGLE_GENUS_FAMILIES or len(path) == 1:
-        return family
-    for node in path[1:]:
-        if node in GENERA:
-            return GENUS_NAMES.get(node, node)
-    branches = [node for node in path[1:] if not node.startswith(WRAPPER_PREFIXES)]
-    return GENUS_NAMES.get(branches[0], branches[0]) if branches else family
-
-
-def family_and_genus(path: Sequence[str], name: str) -> tuple[str, str]:
-    """(family, genus) of a path; an isolate (empty path) is its own family and genus, `name`."""
-    if not path:
-        return name, name
-    return path[0], genus_of(path)
-
-
-# --------------------------------------------------------------------------- script detection
-
-# Unicode character-name prefixes that name a script in more than one word, or differently.
-_SCRIPT_PREFIXES = {
-    "CJK UNIFIED IDEOGRAPH": "Han", "CJK COMPATIBILITY IDEOGRAPH": "Han", "IDEOGRAPHIC": "Han",
-    "CANADIAN SYLLABICS": "Canadian Aboriginal", "OL CHIKI": "Ol Chiki", "TAI LE": "Tai Le",
-    "TAI THAM": "Tai Tham", "TAI VIET": "Tai Viet", "NEW TAI LUE": "New Tai Lue", "MEETEI MAYEK": "Meetei Mayek",
-    "SYLOTI NAGRI": "Syloti Nagri", "KAYAH LI": "Kayah Li", "PAHAWH HMONG": "Pahawh Hmong",
-    "NYIAKENG PUACHUE HMONG": "Nyiakeng Puachue Hmong", "MENDE KIKAKUI": "Mende Kikakui",
-    "HANIFI ROHINGYA": "Hanifi Rohingya", "SORA SOMPENG": "Sora Sompeng", "WARANG CITI": "Warang Citi",
-    "MASARAM GONDI": "Masaram Gondi", "GUNJALA GONDI": "Gunjala Gondi", "OLD ITALIC": "Old Italic",
-    "NKO": "NKo", "YI": "Yi", "HANGUL": "Hangul",
-}
-# First words of letter names that belong to no script of their own (modifier letters, ordinals).
-_NOT_A_SCRIPT = {"MODIFIER", "FEMININE", "MASCULINE", "SUPERSCRIPT", "SUBSCRIPT", "COMBINING", "KATAKANA-HIRAGANA"}
-_WIDTH_PREFIXES = ("FULLWIDTH ", "HALFWIDTH ")
-KANA = ("Hiragana", "Katakana")
-JAPANESE_SHARE = 0.05  # Han and kana, each at least this share of the letters: written in Japanese
-
-
-@lru_cache(maxsize=None)
-def char_script(ch: str) -> str | None:
-    """The script of one letter from its Unicode name ("Latin", "Cyrillic", "Han", ...), None for a
-    non-letter or a letter of no particular script."""
-    if not unicodedata.category(ch).startswith("L"):
-        return None
-    name = unicodedata.name(ch, "")
-    for prefix in _WIDTH_PREFIXES:
-        name = name.removeprefix(prefix)
-    if not name:
-        return None
-    for prefix, script in _SCRIPT_PREFIXES.items():
-        if name == prefix or name.startswith(prefix + " ") or name.startswith(prefix + "-"):
-            return script
-    first = name.split(" ")[0]
-    return None if first in _NOT_A_SCRIPT else first.title()
-
-
-def script_shares(text: str) -> dict[str, float]:
-    """Share of the letters of `text` in each script, largest first."""
-    counts = Counter(s for s in map(char_script, text) if s is not None)
-    total = sum(counts.values())
-    return {script: n / total for script, n in counts.most_common()} if total else {}
-
-
-def detect_script(text: str) -> str:
-    """The script `text` is written in: that of most of its letters; Han and kana mixed, each at least
-    5 % of the letters, is "Japanese" (ISO 15924 Jpan). "" for a text without letters."""
-    shares = script_shares(text)
-    if not shares:
-        return ""
-    main = next(iter(shares))
-    kana = sum(shares.get(k, 0.0) for k in KANA)
-    if main in ("Han",) + KANA and kana >= JAPANESE_SHARE and shares.get("Han", 0.0) >= JAPANESE_SHARE:
-        return "Japanese"
-    return main
-
 
 # --------------------------------------------------------------------------- the table
 
@@ -282,12 +145,45 @@ for _lang in LANGUAGES.values():
 # configs/udhr-all.yaml leaves it out by name.)
 DUPLICATES: dict[str, str] = {"ckb": "ku"}  # code -> the code whose text it repeats
 
-GROUP_KINDS = ("family", "genus", "script")
-GROUP_HELP = ("all (every language), paper (the paper's nine), family:<family>, genus:<genus>, "
-              "script:<script>, one-per:<family|genus|script> (a stratified sample), e.g. family:Atlantic-Congo, "
-              "genus:Romance, script:Cyrillic, one-per:genus; an item with a leading '-' removes a code or group, "
-              "e.g. [all, -ta-LK]")
+
+
+@dataclass(frozen=True)
+class GroupKind:
+    """A way to group languages: its name (the prefix of a group in a config's `languages`, e.g. genus:Romance,
+    and of a stratified sample, one-per:genus), its plural, and the group of a language."""
+
+    name: str
+    plural: str
+    of: Callable[[Language], str]
+
+    def group(self, code: str) -> str:
+        """The group of a language code."""
+        return self.of(get_language(code))
+
+
+# Every way the study groups languages: config groups, one-per samples, 04's families summary and 05's cluster
+# recovery all read this table, so a new kind of group is one entry.
+GROUP_KINDS: dict[str, GroupKind] = {kind.name: kind for kind in (
+    GroupKind("family", "families", lambda lang: lang.family),
+    GroupKind("genus", "genera", lambda lang: lang.genus),
+    GroupKind("script", "scripts", lambda lang: lang.script),
+)}
 SAMPLE_PREFIX = "one-per"
+
+
+def check_group_kind(name: str) -> GroupKind:
+    """The group kind of this name, or an error that lists the known ones."""
+    if name not in GROUP_KINDS:
+        raise ValueError(f"Unknown kind of language group {name!r}; known: {', '.join(GROUP_KINDS)}.")
+    return GROUP_KINDS[name]
+
+
+def group_help() -> str:
+    """The groups a config's `languages` may name, in words."""
+    kinds = ", ".join(f"{k}:<{k}>" for k in GROUP_KINDS)
+    return (f"all (every language), paper (the paper's nine), {kinds}, {SAMPLE_PREFIX}:<{'|'.join(GROUP_KINDS)}> "
+            "(a stratified sample), e.g. family:Atlantic-Congo, genus:Romance, script:Cyrillic, one-per:genus; an "
+            "item with a leading '-' removes a code or group, e.g. [all, -ta-LK]")
 
 
 def canonical_code(code: str) -> str | None:
@@ -318,13 +214,14 @@ class UnknownLanguageError(ValueError):
 
 
 def _group_values(kind: str) -> dict[str, str]:
-    """Lower-cased value -> value of one group kind (family, genus or script)."""
-    return {getattr(lang, kind).lower(): getattr(lang, kind) for lang in LANGUAGES.values()}
+    """Lower-cased value -> value of one group kind (GROUP_KINDS)."""
+    of = GROUP_KINDS[kind].of
+    return {of(lang).lower(): of(lang) for lang in LANGUAGES.values()}
 
 
 def _known_hint() -> str:
     return (f"Known languages: {len(LANGUAGES)} codes listed by `babel languages` "
-            f"(e.g. {', '.join(list(LANGUAGES)[:12])}, ...), or the groups {GROUP_HELP}.")
+            f"(e.g. {', '.join(list(LANGUAGES)[:12])}, ...), or the groups {group_help()}.")
 
 
 def _distinct() -> dict[str, Language]:
@@ -347,21 +244,21 @@ def _expand(item: str) -> list[str] | None:
         wanted = _group_values(kind).get(value.strip().lower())
         if wanted is None:
             return None
-        return [c for c, lang in _distinct().items() if getattr(lang, kind) == wanted]
+        return [c for c, lang in _distinct().items() if GROUP_KINDS[kind].of(lang) == wanted]
     code = canonical_code(item)
     return [code] if code else None
 
 
 def one_per(kind: str) -> list[str]:
-    """A stratified sample: one language of each family, genus or script, in table order. The one chosen
+    """A stratified sample: one language of each group of a kind (GROUP_KINDS), in table order. The one chosen
     is the paper's language where the group has one, else a default declaration (a bare code, not a
     variant like `pt-BR`), else the first code: a rule a reader can check, not a random draw."""
     if kind not in GROUP_KINDS:
-        raise ValueError(f"one-per:{kind}: give one of {', '.join(GROUP_KINDS)}.")
+        raise ValueError(f"{SAMPLE_PREFIX}:{kind}: give one of {', '.join(GROUP_KINDS)}.")
     chosen: dict[str, tuple[tuple, str]] = {}
     for code, lang in _distinct().items():
         rank = (code not in PAPER_LANGUAGES, "-" in code, code)
-        group = getattr(lang, kind)
+        group = GROUP_KINDS[kind].of(lang)
         if group not in chosen or rank < chosen[group][0]:
             chosen[group] = (rank, code)
     picked = {code for _, code in chosen.values()}
@@ -372,10 +269,10 @@ def _group_suggestions(item: str) -> list[str]:
     kind, _, value = item.partition(":")
     kind = kind.strip().lower()
     if kind == SAMPLE_PREFIX:
-        return [f"{SAMPLE_PREFIX}:{k}" for k in difflib.get_close_matches(value.strip().lower(), GROUP_KINDS, n=3,
+        return [f"{SAMPLE_PREFIX}:{k}" for k in difflib.get_close_matches(value.strip().lower(), list(GROUP_KINDS), n=3,
                                                                            cutoff=0.0)]
     if kind not in GROUP_KINDS:
-        return [f"{k}:{value}" for k in difflib.get_close_matches(kind, GROUP_KINDS, n=1, cutoff=0.5)]
+        return [f"{k}:{value}" for k in difflib.get_close_matches(kind, list(GROUP_KINDS), n=1, cutoff=0.5)]
     values = _group_values(kind)
     return [f"{kind}:{values[v]}" for v in difflib.get_close_matches(value.strip().lower(), list(values), n=5,
                                                                      cutoff=0.4)]
@@ -391,7 +288,7 @@ def split_spec(spec: str | Iterable[Any]) -> list[Any]:
 
 
 def resolve_languages(spec: str | Iterable[Any], within: Sequence[str] | None = None) -> tuple[str, ...]:
-    """Codes of a `languages` setting: codes, aliases and groups (module doc, `GROUP_HELP`), in
+    """Codes of a `languages` setting: codes, aliases and groups (module doc, `group_help()`), in
     order, each once, less those of the items with a leading '-'; e.g. ["paper", "de", "script:Cyrillic"],
     ["all", "-family:Indo-European"]. With `within` (a subset of a run's languages) a group means its
     languages among those; a code stays as named. An unknown item raises UnknownLanguageError naming the
@@ -510,12 +407,3 @@ def uriel_features(code: str, feature_set: str = "syntax_knn") -> dict[str, int]
     if bits is None:
         return {}
     return dict(zip(table["sets"][feature_set], map(int, bits)))
-
-
-_SLUG = re.compile(r"[^a-z0-9]+")
-
-
-def slug(text: str) -> str:
-    """Lower-case ASCII letters and digits of a text ("San Luís Potosí" -> "sanluispotosi")."""
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    return _SLUG.sub("", ascii_text.lower())

@@ -1,7 +1,7 @@
 """What machine made a result: torch's CPU kernels, threads, packages; and the kernel sets tests force.
 
 torch picks its CPU kernels by instruction set (AVX2, AVX-512, ...), and so do oneDNN and MKL; a float
-result's last bits depend on them and on the thread count. The split is exact (kmeans.py) and the same
+result's last bits depend on them and on the thread count. The split is exact (split/kmeans.py) and the same
 everywhere; the recording is as close as float32 forwards allow. `KERNEL_SETS` are the environment
 variables that force other kernels on one machine, so tests and CI can check both claims.
 """
@@ -66,24 +66,3 @@ def describe_machine(versions: Mapping[str, str]) -> str:
     packages = ", ".join(f"{k} {v}" for k, v in versions.items())
     return (f"Produced with {packages}; Python {info['python']} on {info['platform']}; torch CPU kernels "
             f"{info['cpu_capability']} ({info['threads']} threads; forced kernels: {info['forced_kernels']}).")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m babel_utils.core.machine [--other | --env NAME]`: the kernel set to cross-check with, or its variables."""
-    import sys
-
-    args = sys.argv[1:] if argv is None else argv
-    if args[:1] == ["--other"]:
-        print(other_kernel_set())
-    elif args[:1] == ["--env"] and len(args) == 2:
-        if args[1] not in KERNEL_SETS:
-            print(f"Unknown kernel set {args[1]!r}; known: {', '.join(KERNEL_SETS)}.", file=sys.stderr)
-            return 2
-        print(" ".join(f"{k}={v}" for k, v in KERNEL_SETS[args[1]].items()))
-    else:
-        print(machine_info())
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

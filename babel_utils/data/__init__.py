@@ -2,6 +2,6 @@
 
 The names the notebooks call; the modules below hold the rest."""
 
-from .text import calibration_texts, heldout_texts, pack_tokens, token_budget, token_sets, token_table
+from .text import calibration_texts, token_budget, token_sets, token_table
 
-__all__ = ["calibration_texts", "heldout_texts", "pack_tokens", "token_budget", "token_sets", "token_table"]
+__all__ = ["calibration_texts", "token_budget", "token_sets", "token_table"]

@@ -347,13 +347,6 @@ def _mgsm_folder(source: str) -> Path | None:
     return folder
 
 
-def languages_with_mgsm(languages: Sequence[str], source: str = "") -> list[str]:
-    """The languages of a set that MGSM has (same code: `de` is German of the 1996 spelling, as MGSM's;
-    a variant such as `de-1901` or `zh-Hant` is not MGSM's language)."""
-    available = set(mgsm_languages(source))
-    return [lang for lang in languages if lang in available]
-
-
 def mgsm_languages(source: str = "") -> list[str]:
     """Languages MGSM offers: the mgsm_<lang>.tsv files of a local folder, or those of the hub dataset."""
     folder = _mgsm_folder(source)

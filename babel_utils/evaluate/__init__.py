@@ -13,17 +13,14 @@ from .comparisons import (
     describe_own_mask,
     describe_split_comparison,
     describe_split_intervals,
+    guided_summary,
     guided_vs_random,
     layerwise_vs_sorting,
     match_table,
     mgsm_intervals,
     own_mask_intervals,
-    split_intervals,
-    tidy,
     verdict,
 )
-from .intervals import small_sample_factor
-from .tasks import extract_answer, languages_with
 
 __all__ = [
     "Bootstrap",
@@ -36,15 +33,11 @@ __all__ = [
     "describe_own_mask",
     "describe_split_comparison",
     "describe_split_intervals",
-    "extract_answer",
+    "guided_summary",
     "guided_vs_random",
-    "languages_with",
     "layerwise_vs_sorting",
     "match_table",
     "mgsm_intervals",
     "own_mask_intervals",
-    "small_sample_factor",
-    "split_intervals",
-    "tidy",
     "verdict",
 ]

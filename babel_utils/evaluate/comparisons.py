@@ -200,6 +200,18 @@ def verdict(comparison: pd.DataFrame, metric: str = "bits_per_byte") -> str:
     return "\n".join(lines)
 
 
+def guided_summary(comparison: pd.DataFrame) -> pd.DataFrame:
+    """`guided_vs_random` per method and ratio: in how many languages the guided mask beats the random mean,
+    every seed and the interval, loses by the interval, and the mean gains."""
+    return (comparison.groupby(["method", "ratio"])
+            .agg(languages=("language", "size"), beats_random_mean=("beats_random_mean", "sum"),
+                 beats_every_seed=("beats_every_seed", "sum"),
+                 beats_random_interval=("verdict", lambda v: int((v == "beats random").sum())),
+                 loses_interval=("verdict", lambda v: int((v == "loses to random").sum())),
+                 mean_gain_bpb=("gain", "mean"), mean_relative_gain=("relative_gain", "mean"),
+                 mean_random_std=("random_std", "mean")))
+
+
 def layerwise_vs_sorting(df: pd.DataFrame, blocks: BlockMap, boot: Bootstrap = Bootstrap()) -> pd.DataFrame:
     """Per language and ratio: bits per byte of uniform sorting minus layer-wise rates, with its paired
     interval (positive = layer-wise better) and the verdict it allows."""

@@ -2,7 +2,7 @@
 
 - Perplexity and bits per byte of held-out text (`perplexity_many`). Texts are packed with
   `data.pack_tokens` (budget `eval_max_tokens`), the FULL model runs (its LM head at `head_dtype`,
-  lm_head.py) and the next-token NLL (nats) is summed over every predicted real token: not BOS, not
+  models/lm_head.py) and the next-token NLL (nats) is summed over every predicted real token: not BOS, not
   padding; the first
   text token of a row is predicted from BOS, and the EOS separators between documents are scored
   like any token. Tokenizers without BOS cannot predict a row's first token, which is then not scored.
@@ -15,7 +15,7 @@
   alone when the context's tokens are not a prefix.
 - Greedy generation (`generate_greedy`), batched and left-padded, optionally stopped early.
 Every function takes `on_batch`, called before each forward with the variant of each row, so several
-masks share one batch (pruning.apply_row_masks).
+masks share one batch (apply.apply_row_masks).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def _next_token_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_ma
     """log p(input_ids[:, t+1] | input_ids[:, :t+1]) for every row and t, [B, T-1], on the CPU (float64).
 
     With `scored` (bool [B, T-1]) the LM head runs only on the scored positions; the others are 0. The head
-    computes at `head_dtype` (lm_head.py).
+    computes at `head_dtype` (models/lm_head.py).
     """
     device = model_device(model)
     ids, am = input_ids.to(device), attention_mask.to(device)
@@ -116,7 +116,7 @@ def _row_nll(model: nn.Module, ids: torch.Tensor, am: torch.Tensor, scored: torc
 def _blocks(tokenizer: PreTrainedTokenizerBase, token_nll: np.ndarray, targets: list[int],
             block: int) -> dict[str, list]:
     """Per block of `block` consecutive scored tokens (the last may be shorter): summed NLL and UTF-8 bytes,
-    the units of the paired bootstrap (intervals.py); the same blocks for every variant of the same text."""
+    the units of the paired bootstrap (evaluate/intervals.py); the same blocks for every variant of the same text."""
     starts = range(0, len(targets), block)
     return {"block_nll": [float(token_nll[s:s + block].sum()) for s in starts],
             "block_bytes": [scored_bytes(tokenizer, targets[s:s + block]) for s in starts]}
@@ -148,7 +148,7 @@ def perplexity_many(model: nn.Module, tokenizer: PreTrainedTokenizerBase, texts:
                     head_dtype: str = "float32") -> list[dict]:
     """`perplexity` of `n_variants` variants of the model at once: the packed rows are repeated once per
     variant and batched together; before every forward `on_batch(variant of each row)` is called (e.g. the
-    `select` of pruning.apply_row_masks, so each row runs under its own mask). One result per variant; with
+    `select` of apply.apply_row_masks, so each row runs under its own mask). One result per variant; with
     `block_tokens` each also holds its NLL and bytes per block of that many scored tokens (`_blocks`)."""
     packed = data.pack_tokens(tokenizer, texts, seq_len, budget=max_tokens)
     scored = data.count_mask(packed, tokenizer.bos_token_id)[:, 1:]  # targets: real, not BOS, not padding

@@ -237,7 +237,8 @@ def choice_loglik_scores(model: nn.Module, tokenizer: PreTrainedTokenizerBase, i
 
 
 def _mgsm_languages(source: str) -> list[str]:
-    """MGSM's languages; none (with a warning) when the DEFAULT folder is absent, an error for a named one."""
+    """MGSM's languages of a source ("" = the default folder); none (with a warning) when the default folder is
+    absent, an error for a named one. Ask `languages_with("mgsm", ...)` which of a run's languages it has."""
     try:
         return data.mgsm_languages(source)
     except FileNotFoundError:
@@ -260,11 +261,6 @@ def xcsqa_has(source: str, lang: str) -> bool:
         log.warning("X-CSQA source %s has no %r; its X-CSQA accuracy is left out.", source, lang)
         return False
     return True
-
-
-def mgsm_languages_available(source: str = "") -> list[str]:
-    """MGSM's languages from a source ("" = the default folder; none, with a warning, when it is absent)."""
-    return _mgsm_languages(source)
 
 
 # --------------------------------------------------------------------------- the table of tasks

@@ -22,7 +22,7 @@ from matplotlib.markers import MarkerStyle
 from matplotlib.ticker import MaxNLocator
 from scipy.cluster import hierarchy
 
-from ..analyse.similarity import METRIC_LABELS, PermutationResult
+from ..analyse.similarity import PermutationResult, check_metric
 from ..core import paths
 from ..core.languages import LANGUAGES, PAPER_LANGUAGES, language_name
 from ..core.results import atomic_write
@@ -393,7 +393,7 @@ def per_layer_similarity_plot(df: pd.DataFrame) -> Figure:
     """Per-layer pair values (from per_layer_similarity) as a pair x layer heatmap; above MANY_LANGUAGES each
     language's mean value to the others, per layer (a language x layer matrix in family order)."""
     metric = str(df["metric"].iloc[0]) if "metric" in df and len(df) else "value"
-    label = METRIC_LABELS.get(metric, metric)
+    label = check_metric(metric).label
     languages = list(dict.fromkeys([*df["lang_a"], *df["lang_b"]]))
     if len(languages) > MANY_LANGUAGES:
         both = pd.concat([df.rename(columns={"lang_a": "language"}), df.rename(columns={"lang_b": "language"})])
@@ -623,9 +623,9 @@ def matrix_panels(matrices: dict[str, pd.DataFrame], title: str = "Similarity be
             df = df.loc[order, order]
         values = df.to_numpy(dtype=np.float64)
         finite = values[np.isfinite(values)]
-        cmap = "viridis" if metric == "pearson" else "viridis_r"
+        cmap = "viridis" if check_metric(metric).similarity else "viridis_r"
         _imshow(ax, values, vmin=float(finite.min()), vmax=float(finite.max()), cmap=cmap, xlabel="", ylabel="",
-                title=METRIC_LABELS.get(metric, metric), cbar_label=None)
+                title=check_metric(metric).label, cbar_label=None)
         ax.figure.colorbar(ax.images[0], ax=ax, shrink=0.85)
         ax.invert_yaxis()
         if size <= 40:
@@ -634,8 +634,8 @@ def matrix_panels(matrices: dict[str, pd.DataFrame], title: str = "Similarity be
             ax.set_yticks(range(size), [language_name(c) for c in df.index], fontsize="small" if not many else 5)
         else:
             ax.set(xlabel=f"{size} languages", ylabel=f"{size} languages")
-        if metric == "kl":
-            ax.set(xlabel="Q (second argument)", ylabel="P (first argument)")
+        if not check_metric(metric).symmetric:
+            ax.set(xlabel="second argument", ylabel="first argument")
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     fig.suptitle(title + " (yellow = more alike, for every metric)")
@@ -645,14 +645,14 @@ def matrix_panels(matrices: dict[str, pd.DataFrame], title: str = "Similarity be
 def per_layer_curve_plot(curve: pd.DataFrame) -> Figure:
     """Per layer: mean metric over all pairs, same-genus pairs and different-family pairs."""
     metric = str(curve["metric"].iloc[0])
-    label = METRIC_LABELS.get(metric, metric)
+    label = check_metric(metric).label
     fig, ax = plt.subplots(figsize=(8.0, 4.0), constrained_layout=True)
     styles = {"all pairs": dict(color="0.3", marker="."), "same genus": dict(color="C2", marker="o", ms=3),
               "different family": dict(color="C3", marker="s", ms=3)}
     for group, part in curve.groupby("group", sort=False):
         ax.plot(part["layer"], part["value"], label=group, **styles.get(group, {}))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    more = "higher = more alike" if metric == "pearson" else "lower = more alike"
+    more = "higher = more alike" if check_metric(metric).similarity else "lower = more alike"
     ax.set(xlabel="layer", ylabel=f"mean {label}", title=f"Similarity between languages per layer ({more})")
     ax.legend(frameon=False)
     return fig
@@ -683,7 +683,7 @@ def recovery_plot(per_layer: pd.DataFrame, whole: pd.DataFrame, alpha: float = 0
 
 def pair_interval_plot(pairs: pd.DataFrame, metric: str) -> Figure:
     """Pair distances with their bootstrap 95 % intervals, coloured by the languages' relation."""
-    label = "1 − Pearson r" if metric == "pearson" else METRIC_LABELS.get(metric, metric)
+    label = check_metric(metric).distance_label
     colours = {"same genus": "C2", "same family, other genus": "C0", "different family": "C3"}
     n_pairs, shown = len(pairs), ""
     if n_pairs > MANY_LANGUAGES * (MANY_LANGUAGES - 1) // 2:  # many languages: the ends of the ranking

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..core.config import BabelConfig
 from ..models.adapters import d_ff, layer_width, model_device, n_layers
-from ..prune import masks as pruning
+from ..prune import apply, surgery
 from ..record.counting import ExpertCounter, LanguageCounts, n_selected, record_counts_many
 from ..split import clustering
 from . import native
@@ -115,8 +115,8 @@ KINDS: dict[str, ExpertKind] = {
     "split": ExpertKind(
         "split", "a balanced cluster of the FFN's neurons (01's split of each dense layer)", regroups=True,
         skipped_methods=(), label_shape=lambda model: (n_layers(model), d_ff(model)), split=_split_labels,
-        record=record_counts_many, counter=ExpertCounter, mask=pruning.apply_mask, row_masks=pruning.apply_row_masks,
-        prune=pruning.physically_prune, unit="FFN widths", widths=_split_widths, describe=_describe_split,
+        record=record_counts_many, counter=ExpertCounter, mask=apply.apply_mask, row_masks=apply.apply_row_masks,
+        prune=surgery.physically_prune, unit="FFN widths", widths=_split_widths, describe=_describe_split,
         recording=_split_recording),
     "native": ExpertKind(
         "native", "one of the model's own routed experts (its router's top-k choose them per token)",

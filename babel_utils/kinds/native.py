@@ -25,6 +25,7 @@ from torch import nn
 
 from ..core.progress import tqdm
 from ..models.adapters import NATIVE, get_adapter, layers, model_device
+from ..models.hooks import removed_on_exit
 from ..record.counting import ExpertCounter, LanguageCounts
 
 Route = tuple[torch.Tensor, torch.Tensor]  # (scores [N, k], indices [N, k])
@@ -125,12 +126,9 @@ def route(model: nn.Module, router: nn.Module, logits: torch.Tensor) -> Route:
 def router_hooks(model: nn.Module, fn: Callable[[int, nn.Module, tuple], tuple | None]) -> Iterator[None]:
     """Call `fn(moe_layer, router, output)` on every router's (logits, scores, indices); it may return a
     replacement. Hooks removed on exit, always."""
-    handles = [r.register_forward_hook(lambda m, args, out, i=i: fn(i, m, out)) for i, r in enumerate(routers(model))]
-    try:
+    with removed_on_exit([r.register_forward_hook(lambda m, args, out, i=i: fn(i, m, out))
+                          for i, r in enumerate(routers(model))]):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 @contextmanager
@@ -168,11 +166,8 @@ def route_mask(model: nn.Module, mask: np.ndarray) -> Iterator[None]:
             ids = kwargs.get("input_ids", args[0] if args else None)
             rows = ids.shape[0] if ids is not None else kwargs["inputs_embeds"].shape[0]
             select([0] * rows)
-        handle = model.register_forward_pre_hook(fn, with_kwargs=True)
-        try:
+        with removed_on_exit([model.register_forward_pre_hook(fn, with_kwargs=True)]):
             yield
-        finally:
-            handle.remove()
 
 
 def _check_keeps_one(masks: np.ndarray) -> None:

@@ -2,7 +2,7 @@
 
 The names the notebooks call; the modules below hold the rest."""
 
-from .adapters import body, d_ff, model_device, n_layers
+from .adapters import d_ff, model_device, n_layers
 from .loading import load_model
 
-__all__ = ["body", "d_ff", "load_model", "model_device", "n_layers"]
+__all__ = ["d_ff", "load_model", "model_device", "n_layers"]

@@ -16,6 +16,16 @@ FFNInputFn = Callable[[int, torch.Tensor], "torch.Tensor | None"]
 
 
 @contextmanager
+def removed_on_exit(handles: list) -> Iterator[list]:
+    """Hook handles removed when the block ends, however it ends (append more to the list inside)."""
+    try:
+        yield handles
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
 def ffn_input_hooks(model: nn.Module, fn: FFNInputFn) -> Iterator[None]:
     """Call `fn(layer, h)` on every layer's second-matrix input; hooks are removed on exit, always.
 
@@ -44,8 +54,5 @@ def ffn_input_hooks(model: nn.Module, fn: FFNInputFn) -> Iterator[None]:
     if flat:
         handles += [layer.register_forward_pre_hook(keep_shape(i), with_kwargs=True)
                     for i, layer in enumerate(layers(model))]
-    try:
+    with removed_on_exit(handles):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import logging
@@ -261,16 +260,3 @@ def load_model(name: str, dtype: str = "float32", device: str = "auto", device_m
     model.eval()
     model.requires_grad_(False)
     return model, tokenizer
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m babel_utils.models.loading --dequantize [NAME ...]`: make the built-in models' caches (all by default)."""
-    parser = argparse.ArgumentParser(description="Dequantize the built-in GGUF models once into the model cache.")
-    parser.add_argument("--dequantize", nargs="*", choices=sorted(BUILTIN_MODELS), metavar="NAME", required=True)
-    names = parser.parse_args(argv).dequantize or sorted(BUILTIN_MODELS)
-    for path in dequantize(names):
-        print(path)
-
-
-if __name__ == "__main__":
-    main()

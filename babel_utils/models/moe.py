@@ -16,6 +16,7 @@ from torch import nn
 
 from .adapters import FFNWeights, activation, down_projs, ffn_weights, first_module, n_layers
 from .experts import ExpertSplit
+from .hooks import removed_on_exit
 
 
 def _rows(t: torch.Tensor | None, perm: torch.Tensor, n_experts: int) -> torch.Tensor | None:
@@ -71,11 +72,8 @@ def moe_view(model: nn.Module, labels: np.ndarray, expert_masks: np.ndarray | No
         handles.append(first_module(model, layer).register_forward_pre_hook(keep_input))
         handles.append(down.register_forward_hook(replace_output))
     assert len(handles) == 2 * n_layers(model)
-    try:
+    with removed_on_exit(handles):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 @torch.no_grad()

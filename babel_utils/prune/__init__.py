@@ -3,38 +3,34 @@
 The names the notebooks call; the modules below hold the rest."""
 
 from .masks import (
-    activation_levels,
-    dense_spec,
     describe_overlap,
     find_spec,
-    mask_overlap,
     mask_table,
     masks_to_results,
+    method_shares,
     most_different_pair,
     nearest_ratio,
-    paired_median_ms,
+    overlap_long,
+    overlap_tables,
     resolve_top_k,
-    sorting_mask,
+    spec_table,
 )
-from .methods import METHODS, build_language_masks, build_masks, check_masks, check_method, describe_specs
+from .methods import METHODS, check_masks, describe_specs, static_mask_summary
 
 __all__ = [
     "METHODS",
-    "activation_levels",
-    "build_language_masks",
-    "build_masks",
     "check_masks",
-    "check_method",
-    "dense_spec",
     "describe_overlap",
     "describe_specs",
     "find_spec",
-    "mask_overlap",
     "mask_table",
     "masks_to_results",
+    "method_shares",
     "most_different_pair",
     "nearest_ratio",
-    "paired_median_ms",
+    "overlap_long",
+    "overlap_tables",
     "resolve_top_k",
-    "sorting_mask",
+    "spec_table",
+    "static_mask_summary",
 ]

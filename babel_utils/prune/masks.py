@@ -12,35 +12,19 @@ Mask builders (every tie is broken by a stable sort on (frequency, layer, expert
 - `random_mask`: the per-layer counts of another mask, experts chosen uniformly at random.
 Rounding is half-up (2.5 -> 3) after rounding away floating-point noise (0.1 * 2560 = 256.00000000000003).
 
-Applying a mask: `apply_mask` zeroes the pruned experts' neurons in h (the input of down_proj) with
-hooks; `physically_prune` returns a copy whose neurons of pruned experts (rows of the first matrix and
-the gate, columns of the second) are gone (the same function, computed faster); `dynamic_topk` keeps the top-k experts per token.
+Masks are applied by prune/apply.py (hooks) and prune/surgery.py (copies without the pruned neurons).
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
-import shutil
-import statistics
-import tempfile
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
-from torch import nn
 
-from ..models.adapters import config_of_text, down_projs, get_adapter, layer_width, mlps, n_layers, neuron_parts
-from ..models.experts import ExpertSplit
-from ..models.hooks import ffn_input_hooks
-from ..models.topk import top_mask
-from ..record.counting import expert_scores, real_device
 from ..record.frequencies import layer_shares
 
 if TYPE_CHECKING:
@@ -308,6 +292,13 @@ def masks_to_results(specs: Sequence[MaskSpec]) -> dict[str, pd.DataFrame | np.n
     return {"mask_specs": table, "masks": np.stack([np.asarray(s.mask, dtype=bool) for s in specs])}
 
 
+def spec_table(specs: Sequence[MaskSpec]) -> pd.DataFrame:
+    """One row per spec: name, language, method, ratio, seed, top_k."""
+    table = masks_to_results(specs)["mask_specs"]
+    table.insert(0, "name", [s.name for s in specs])
+    return table
+
+
 def masks_from_results(results: Mapping[str, pd.DataFrame | np.ndarray]) -> list[MaskSpec]:
     """The mask specs stored by `masks_to_results`."""
     table, masks = results["mask_specs"], results["masks"]
@@ -318,216 +309,36 @@ def masks_from_results(results: Mapping[str, pd.DataFrame | np.ndarray]) -> list
                      _int(r.top_k)) for i, r in enumerate(table.itertuples(index=False))]
 
 
-# --------------------------------------------------------------------------- applying masks
-
-
-def _check_labels(model: nn.Module, labels: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    labels = np.asarray(labels)
-    if labels.ndim != 2 or labels.shape[0] != n_layers(model):
-        raise ValueError(f"labels must be [n_layers={n_layers(model)}, d_ff]; got shape {labels.shape}.")
-    if mask is not None:
-        mask = _check_mask(mask)
-        if mask.shape[0] != labels.shape[0] or mask.shape[1] <= labels.max():
-            raise ValueError(f"Mask of shape {mask.shape} does not fit labels with {labels.shape[0]} layers "
-                             f"and {ExpertSplit(labels).n_experts} experts.")
-    return labels
-
-
-def neuron_keep(mask: np.ndarray, labels: np.ndarray, layer: int) -> np.ndarray:
-    """Bool [d_ff] of one layer: is each neuron's expert kept."""
-    return np.asarray(mask[layer])[np.asarray(labels[layer])]
-
-
-@contextmanager
-def apply_mask(model: nn.Module, labels: np.ndarray, mask: np.ndarray) -> Iterator[None]:
-    """Zero the neurons of pruned experts in h (input of down_proj) of every layer; hooks removed on exit."""
-    labels = _check_labels(model, labels, mask)
-    downs = down_projs(model)
-    keep = [torch.as_tensor(neuron_keep(mask, labels, i)).to(device=real_device(d.weight.device),
-                                                              dtype=d.weight.dtype)
-            for i, d in enumerate(downs)]
-
-    def fn(layer: int, h: torch.Tensor) -> torch.Tensor:
-        if keep[layer].device != h.device or keep[layer].dtype != h.dtype:  # offloaded layers run elsewhere
-            keep[layer] = keep[layer].to(device=h.device, dtype=h.dtype)
-        return h * keep[layer]
-    with ffn_input_hooks(model, fn):
-        yield
-
-
-@contextmanager
-def dynamic_topk(model: nn.Module, labels: np.ndarray, k: int, score: str = "abs") -> Iterator[None]:
-    """Per token and layer keep only the top-k experts by score (counting.expert_scores); zero the rest of h."""
-    split = ExpertSplit(_check_labels(model, labels))
-    labels, n_experts = split.labels, split.n_experts
-    if not 1 <= k <= n_experts:
-        raise ValueError(f"top-k {k} must lie in 1..{n_experts} (the number of experts).")
-    downs = down_projs(model)
-    perms = [torch.as_tensor(split.permutation(i)).to(real_device(d.weight.device)) for i, d in enumerate(downs)]
-    neuron_expert = [torch.as_tensor(labels[i], dtype=torch.long).to(real_device(d.weight.device))
-                     for i, d in enumerate(downs)]
-
-    def fn(layer: int, h: torch.Tensor) -> torch.Tensor:
-        if perms[layer].device != h.device:  # offloaded layers run elsewhere
-            perms[layer], neuron_expert[layer] = perms[layer].to(h.device), neuron_expert[layer].to(h.device)
-        scores = expert_scores(h, neuron_expert[layer], n_experts, score, perms[layer])  # [..., E]
-        kept = top_mask(scores, k)  # ties: the lower expert id, on every machine
-        return h * kept.index_select(-1, neuron_expert[layer]).to(h.dtype)
-    with ffn_input_hooks(model, fn):
-        yield
-
-
-def _sliced(module: nn.Module, index: torch.Tensor, dim: int, transposed: bool) -> nn.Module:
-    """A new linear map (nn.Linear, or GPT-2's Conv1D when `transposed`) holding only output rows (dim 0) or
-    input columns (dim 1) `index` of `module`; the bias follows the rows (a column slice keeps it whole)."""
-    stored_dim = 1 - dim if transposed else dim
-    weight = module.weight.detach().index_select(stored_dim, index.to(module.weight.device))
-    out_f, in_f = weight.shape[::-1] if transposed else weight.shape
-    if transposed:
-        from transformers.pytorch_utils import Conv1D
-
-        new = Conv1D(out_f, in_f).to(device=weight.device, dtype=weight.dtype)
-    else:
-        new = torch.nn.utils.skip_init(nn.Linear, in_f, out_f, bias=module.bias is not None,
-                                       device=weight.device, dtype=weight.dtype)
-    new.weight.data.copy_(weight)
-    if module.bias is not None:
-        bias = module.bias.detach()
-        new.bias.data.copy_(bias.index_select(0, index.to(bias.device)) if dim == 0 else bias)
-    new.requires_grad_(module.weight.requires_grad)
-    return new
-
-
-def _keep_neurons(model: nn.Module, layer: int, index: torch.Tensor) -> None:
-    """Replace one layer's FFN matrices by their slices holding neurons `index` (adapters.neuron_parts)."""
-    adapter, mlp = get_adapter(model), mlps(model)[layer]
-    for name, dim, positions in neuron_parts(model, layer, index):
-        setattr(mlp, name, _sliced(getattr(mlp, name), positions, dim, adapter.transposed))
-    if hasattr(mlp, "intermediate_size"):
-        mlp.intermediate_size = len(index)
-
-
-def _set_widths(model: nn.Module, widths: Sequence[int]) -> None:
-    """Record per-layer FFN widths in the config; its width key too when every layer agrees."""
-    model.config.pruned_intermediate_sizes = [int(w) for w in widths]
-    key = get_adapter(model).width
-    if len(set(widths)) == 1 and key:
-        setattr(config_of_text(model.config), key, int(widths[0]))
-
-
-def physically_prune(model: nn.Module, labels: np.ndarray, mask: np.ndarray) -> nn.Module:
-    """A copy of the model whose FFNs hold only the kept experts' neurons (rows of the first matrix and of the
-    gate, columns of the second; the second matrix's bias stays: it is the layer's, not an expert's).
-
-    Per-layer widths may differ (global or layer-wise masks). The config's width key (its adapter row's) is
-    updated only when every layer keeps the same width; the widths are in `config.pruned_intermediate_sizes`
-    (with differing widths such a model is not reloadable by from_pretrained: use `load_pruned`).
-    """
-    labels = _check_labels(model, labels, mask)
-    pruned = copy.deepcopy(model)
-    widths = []
-    for layer in range(n_layers(pruned)):
-        index = torch.as_tensor(np.flatnonzero(neuron_keep(mask, labels, layer)), dtype=torch.long)
-        _keep_neurons(pruned, layer, index)
-        widths.append(len(index))
-    _set_widths(pruned, widths)
-    log.info("Physically pruned FFN widths: %s", widths if len(set(widths)) > 1 else f"{widths[0]} in every layer")
-    return pruned
-
-
-# --------------------------------------------------------------------------- exporting and timing pruned models
-
-
-PRUNED_WEIGHTS = "model.safetensors"
-
-
-def save_pruned(model: nn.Module, folder: str | Path, tokenizer: object | None = None) -> Path:
-    """Export a physically pruned model (from `physically_prune`): its state dict as safetensors (under the
-    module names, shared tensors once) and a config.json whose `pruned_intermediate_sizes` lists every layer's
-    FFN width; `load_pruned` reads it back. Written to a temporary folder and renamed when complete."""
-    from safetensors.torch import save_model
-
-    folder = Path(folder)
-    if getattr(model.config, "pruned_intermediate_sizes", None) is None:
-        model.config.pruned_intermediate_sizes = [layer_width(model, i) for i in range(n_layers(model))]
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
-        model.config.save_pretrained(tmp)
-        save_model(model, str(tmp / PRUNED_WEIGHTS))
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
-
-
-def _resize_ffns(model: nn.Module, widths: Sequence[int]) -> None:
-    """Cut every layer's FFN to the given width (its first neurons): the shapes `load_pruned` fills."""
-    for layer, width in enumerate(widths):
-        _keep_neurons(model, layer, torch.arange(int(width)))
-
-
-def load_pruned(folder: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu") -> nn.Module:
-    """Load a model exported by `save_pruned` (per-layer FFN widths may differ, which from_pretrained
-    cannot read): the architecture from config.json, each FFN resized, then the safetensors weights."""
-    from safetensors.torch import load_model
-    from transformers import AutoConfig, AutoModelForCausalLM
-    from transformers.initialization import no_init_weights
-
-    folder = Path(folder)
-    config = AutoConfig.from_pretrained(folder)
-    widths = getattr(config, "pruned_intermediate_sizes", None)
-    if widths is None:
-        raise ValueError(f"{folder} holds no pruned model: its config.json lacks pruned_intermediate_sizes "
-                         "(export one with babel_utils.prune.masks.save_pruned).")
-    with no_init_weights():
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    _resize_ffns(model, widths)
-    weights = folder / PRUNED_WEIGHTS
-    if not weights.exists():
-        raise FileNotFoundError(f"No {PRUNED_WEIGHTS} in {folder} (export with babel_utils.prune.masks.save_pruned).")
-    model.tie_weights()  # before loading: a tied pair is stored once, under either name
-    missing, unexpected = load_model(model, str(weights), strict=False)
-    state = model.state_dict()
-    loaded = {state[k].data_ptr() for k in state if k not in missing}
-    missing = [k for k in missing if state[k].data_ptr() not in loaded]  # a tied tensor is stored once
-    if missing or unexpected:
-        raise ValueError(f"The weights in {folder} do not fit its config: missing {sorted(missing)[:5]}, "
-                         f"unexpected {sorted(unexpected)[:5]}.")
-    return model.to(device).eval().requires_grad_(False)
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@torch.inference_mode()
-def paired_median_ms(fns: Mapping[str, Callable[[], object]], device: torch.device | str = "cpu",
-                     warmup: int = 1, repeats: int = 5) -> dict[str, float]:
-    """Median wall time (ms) of each callable after warm-up; repeats interleaved (A B A B ...) so that load
-    changes on a shared machine hit every contender alike; the GPU is synchronised around each call."""
-    device = torch.device(device)
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            _synchronize(device)
-            start = time.perf_counter()
-            fn()
-            _synchronize(device)
-            times[name].append((time.perf_counter() - start) * 1000)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 # --------------------------------------------------------------------------- comparing languages' masks
+
+
+def method_shares(table: pd.DataFrame, method: str) -> pd.Series:
+    """Per language: the mean share of a layer's experts that a method's masks prune (from `mask_table`)."""
+    part = table[table["method"] == method]
+    return (part["pruned"] / part["n_experts"]).groupby(part["language"], sort=False).mean()
+
+
+def overlap_tables(specs: Sequence[MaskSpec], languages: Sequence[str], method: str,
+                   ratio: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Between the languages' masks of one method at one ratio: the Jaccard overlap of their pruned sets, and
+    (row A, column B) how many experts A keeps that B prunes."""
+    by_lang = {s.language: s.mask for s in specs if s.method == method and s.ratio == ratio}
+    missing = [lang for lang in languages if lang not in by_lang]
+    if missing:
+        raise ValueError(f"No {method} mask at ratio {ratio} for {missing}; rerun 07_pruning with them.")
+    jaccard = pd.DataFrame([[mask_overlap(by_lang[a], by_lang[b]) for b in languages] for a in languages],
+                           index=pd.Index(languages, name="language A"), columns=pd.Index(languages, name="language B"))
+    kept_dropped = pd.DataFrame([[int((by_lang[a] & ~by_lang[b]).sum()) for b in languages] for a in languages],
+                                index=pd.Index(languages, name="language A (keeps)"),
+                                columns=pd.Index(languages, name="language B (prunes)"))
+    return jaccard, kept_dropped
+
+
+def overlap_long(jaccard: pd.DataFrame, kept_dropped: pd.DataFrame, ratio: float) -> pd.DataFrame:
+    """`overlap_tables` as one long table: language A, language B, jaccard, kept_by_a_pruned_by_b, ratio."""
+    kept = (kept_dropped.stack().rename("kept_by_a_pruned_by_b").reset_index()
+            .rename(columns={"language A (keeps)": "language A", "language B (prunes)": "language B"}))
+    return jaccard.stack().rename("jaccard").reset_index().merge(kept).assign(ratio=ratio)
 
 
 def most_different_pair(jaccard: pd.DataFrame) -> tuple[str, str]:
@@ -556,42 +367,6 @@ def describe_overlap(jaccard: pd.DataFrame, kept_dropped: pd.DataFrame, n_total:
             f"Pruning for {name(worst[1])} would take most from {name(worst[0])}: "
             f"{int(kept_dropped.loc[worst])} experts ({kept_dropped.loc[worst] / n_total:.1%} of all) that "
             f"{name(worst[0])} keeps.")
-
-
-# --------------------------------------------------------------------------- several masks in one batch
-
-
-@contextmanager
-def apply_row_masks(model: nn.Module, labels: np.ndarray, masks: np.ndarray) -> Iterator[Callable[[Sequence[int]], None]]:
-    """Several masks [K, L, E] in one batch: yields `select(indices)`, to be called before every forward,
-    saying which mask each row of the coming batch uses (row i uses masks[indices[i]]). Each row computes
-    exactly what `apply_mask` with its own mask computes (rows do not interact); hooks removed on exit."""
-    masks = np.asarray(masks, dtype=bool)
-    if masks.ndim != 3 or len(masks) == 0:
-        raise ValueError(f"apply_row_masks needs masks [K, layers, experts]; got shape {masks.shape}.")
-    labels = _check_labels(model, labels, masks[0])
-    downs = down_projs(model)
-    keep = [torch.as_tensor(np.stack([neuron_keep(m, labels, i) for m in masks])).to(device=d.weight.device,
-                                                                                     dtype=d.weight.dtype)
-            for i, d in enumerate(downs)]
-    current: list[torch.Tensor | None] = [None] * len(keep)
-
-    def select(indices: Sequence[int]) -> None:
-        idx = [int(i) for i in indices]
-        if min(idx, default=0) < 0 or max(idx, default=0) >= len(masks):
-            raise ValueError(f"Mask indices {idx} outside 0..{len(masks) - 1}.")
-        for layer, k in enumerate(keep):
-            current[layer] = k.index_select(0, torch.as_tensor(idx, device=k.device))
-
-    def fn(layer: int, h: torch.Tensor) -> torch.Tensor:
-        k = current[layer]
-        if k is None or k.shape[0] != h.shape[0]:
-            raise RuntimeError(f"apply_row_masks: select() named {None if k is None else k.shape[0]} rows for a "
-                               f"batch of {h.shape[0]}; call select(indices) before every forward.")
-        k = k.view(k.shape[0], *([1] * (h.dim() - 2)), k.shape[1])
-        return h * (k if k.dtype == h.dtype else k.to(h.dtype))
-    with ffn_input_hooks(model, fn):
-        yield select
 
 
 def nearest_ratio(ratios: Sequence[float], ratio: float) -> float:

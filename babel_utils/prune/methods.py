@@ -13,16 +13,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, ContextManager, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 from torch import nn
 
+from .apply import apply_mask, dynamic_topk
 from .masks import (
     DENSE,
     MaskSpec,
-    apply_mask,
     check_mode,
     check_ratio,
     dynamic_spec,
-    dynamic_topk,
     language_frequencies,
     layerwise_mask,
     n_to_prune,
@@ -187,6 +187,17 @@ def build_masks(F_by_lang: Mapping[str, np.ndarray], levels_by_lang: Mapping[str
         specs += build_language_masks(lang, f, np.asarray(levels_by_lang[lang]), cfg, methods)
     log.info("Built %d masks for %d language(s)", len(specs), len({s.language for s in specs}))
     return specs
+
+
+def static_mask_summary(table: pd.DataFrame, language: str, n_total: int) -> pd.DataFrame:
+    """A language's masks of the methods with a fixed mask (not those applied by their own hooks, as dynamic
+    top-k): experts pruned in all, fewest and most in a layer, and the share of all `n_total` experts (from
+    `mask_table`)."""
+    fixed = [name for name, method in METHODS.items() if method.hooks is None]
+    part = table[(table["language"] == language) & table["method"].isin(fixed)]
+    summary = (part.groupby(["name", "method", "ratio", "seed"], dropna=False, sort=False)["pruned"]
+               .agg(pruned="sum", fewest_in_a_layer="min", most_in_a_layer="max").reset_index())
+    return summary.assign(share_pruned=(summary["pruned"] / n_total).round(4), ratio=summary["ratio"].round(4))
 
 
 def describe_specs(specs: Sequence[MaskSpec], n_languages: int, top_k: int, n_experts: int) -> str:

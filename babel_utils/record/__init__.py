@@ -3,7 +3,14 @@
 The names the notebooks call; the modules below hold the rest."""
 
 from .counting import frequency_table
-from .frequencies import activation_levels, check_same_tokens, describe_levels, frequency_array, load_run_frequencies
+from .frequencies import (
+    activation_levels,
+    check_same_tokens,
+    describe_levels,
+    frequency_array,
+    levels_by_language,
+    load_run_frequencies,
+)
 
 __all__ = [
     "activation_levels",
@@ -11,5 +18,6 @@ __all__ = [
     "describe_levels",
     "frequency_array",
     "frequency_table",
+    "levels_by_language",
     "load_run_frequencies",
 ]

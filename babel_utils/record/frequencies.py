@@ -124,6 +124,11 @@ def activation_levels(table: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
+def levels_by_language(levels: pd.DataFrame) -> dict[str, np.ndarray]:
+    """`activation_levels` as {language: level per layer, in layer order}."""
+    return {lang: part.sort_values("layer")["level"].to_numpy() for lang, part in levels.groupby("language", sort=False)}
+
+
 def describe_levels(levels: pd.DataFrame) -> str:
     """A sentence on where the selected experts concentrate, computed from the activation levels."""
     mean = levels.groupby("layer")["level"].mean()

@@ -2,11 +2,19 @@
 
 The names the notebooks call; the modules below hold the rest."""
 
+from .pruning_eval import (
+    cross_language,
+    held_out,
+    metric_table,
+    mgsm,
+    pruned_speed,
+    pruning_eval_table,
+    run_masks,
+    split_comparison,
+    xcsqa,
+)
 from .stages import (
-    eval_mgsm,
-    evaluate_jobs,
     expert_grid_frequencies,
-    heldout_blocks,
     load_kind,
     load_labels,
     load_masks,
@@ -14,20 +22,24 @@ from .stages import (
     record_language,
     split,
     split_compare,
-    split_frequencies,
 )
 
 __all__ = [
-    "eval_mgsm",
-    "evaluate_jobs",
+    "cross_language",
     "expert_grid_frequencies",
-    "heldout_blocks",
+    "held_out",
     "load_kind",
     "load_labels",
     "load_masks",
+    "metric_table",
+    "mgsm",
+    "pruned_speed",
+    "pruning_eval_table",
     "pruning_masks",
     "record_language",
+    "run_masks",
     "split",
     "split_compare",
-    "split_frequencies",
+    "split_comparison",
+    "xcsqa",
 ]

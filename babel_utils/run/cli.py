@@ -50,6 +50,14 @@ def _parser() -> argparse.ArgumentParser:
     languages.add_argument("--format", default="table", choices=("table", "tsv", "json"), help="output format")
     languages.add_argument("--codes", action="store_true",
                            help="print only the codes, comma-separated (for a config's languages:)")
+    dequantize = sub.add_parser("dequantize", help="dequantize built-in GGUF models once into the model cache")
+    dequantize.add_argument("names", nargs="*", metavar="NAME", help="built-in models (default: all)")
+    machine = sub.add_parser("machine", help="this machine's CPU kernels, or another kernel set to cross-check with")
+    machine.add_argument("--other", action="store_true", help="print the kernel set make test-kernels forces")
+    machine.add_argument("--env", default="", metavar="NAME", help="print the variables that force kernel set NAME")
+    tune = sub.add_parser("tune", help="make the committed LoRA adapter of a config (maintainers)")
+    tune.add_argument("config", help="YAML config, e.g. configs/default.yaml")
+    tune.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config keys to change")
     report = sub.add_parser("report", help="HTML report of existing run folders")
     report.add_argument("runs", nargs="+", help="run folders, e.g. runs/default")
     report.add_argument("--out", default=str(runs_dir() / "report"), help="folder of the HTML report")
@@ -93,6 +101,46 @@ def _languages(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dequantize(args: argparse.Namespace) -> int:
+    from ..models import loading
+
+    unknown = sorted(set(args.names) - set(loading.BUILTIN_MODELS))
+    if unknown:
+        print(f"babel: error: no built-in model {unknown}; known: {', '.join(sorted(loading.BUILTIN_MODELS))}",
+              file=sys.stderr)
+        return 2
+    for path in loading.dequantize(args.names or sorted(loading.BUILTIN_MODELS)):
+        print(path)
+    return 0
+
+
+def _machine(args: argparse.Namespace) -> int:
+    from ..core import machine
+
+    if args.other:
+        print(machine.other_kernel_set())
+    elif args.env:
+        if args.env not in machine.KERNEL_SETS:
+            print(f"babel: error: unknown kernel set {args.env!r}; known: {', '.join(machine.KERNEL_SETS)}.",
+                  file=sys.stderr)
+            return 2
+        print(" ".join(f"{k}={v}" for k, v in machine.KERNEL_SETS[args.env].items()))
+    else:
+        print(machine.machine_info())
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from ..analyse import tuning
+    from ..core.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    target = tuning.write_committed(cfg)
+    print(f"adapter written to {target}")
+    print(tuning.describe_committed(target, cfg.model))
+    return 0
+
+
 def _reproduce(args: argparse.Namespace) -> int:
     from . import reproduction
 
@@ -131,6 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     if args.command == "languages":
         return _languages(args)
+    if args.command in ("dequantize", "machine", "tune"):
+        return {"dequantize": _dequantize, "machine": _machine, "tune": _tune}[args.command](args)
     try:
         result = runner.run(args.config, args.overrides, only=_only(args.only), publish=args.publish,
                             jobs=args.jobs)

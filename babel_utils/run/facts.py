@@ -215,7 +215,7 @@ FACTS: dict[str, Fact] = {f.name: f for f in (
          _in("01_split", "describe_comparison", r"Swap budget 4:.*?time per layer: ([^;]*);")),
     Fact("08-evaluations", "08_pruning_eval: masks and languages", _evaluations),
     Fact("08-main-seconds", "08_pruning_eval: the main comparison's cell (papermill's duration)",
-         lambda: str(round(duration("08_pruning_eval", 'evaluate_jobs(cfg, model, tokenizer, labels, jobs, "heldout"')))),
+         lambda: str(round(duration("08_pruning_eval", "held_out(cfg, model, tokenizer, labels, masks)")))),
     Fact("08-guided", "08_pruning_eval: guided against random",
          _first_sentence("08_pruning_eval", "verdict(comparison", "On this model and text")),
     Fact("08-dense", "08_pruning_eval: against the unpruned model",

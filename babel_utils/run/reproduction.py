@@ -40,7 +40,7 @@ MAX_CATEGORY_DIFF = 4  # high-frequency / shared / specific experts per language
 P_VALUE_TOL = 0.01  # permutation-test p-value (the null distribution itself is seeded)
 STAT_REL_TOL = 0.01  # the permutation test's gap, relative
 JACCARD_TOL = 0.02  # overlap of pruned or high-frequency sets
-# Bits per byte of a (mask, language), relative, by the LM head's arithmetic (head_dtype, lm_head.py). float32
+# Bits per byte of a (mask, language), relative, by the LM head's arithmetic (head_dtype, models/lm_head.py). float32
 # logits move with the body's last bits only: measured 4.7e-7 (unpruned English, native against generic kernels on
 # the AMD machine), 4.4e-7 (native against AVX2 kernels on the Intel CPU with AMX); over every static mask of the
 # default run see BENCHMARKS.md ("The LM head"). bfloat16 rounds every logit: 2.1e-4 between the Intel CPU and the

@@ -233,7 +233,7 @@ def evaluate_jobs(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedToken
 
     Each pair is cached on its own (stage "eval", keyed by the mask's name and hash, its target, the labels
     and the evaluated language), so an interrupted loop resumes where it stopped. The pairs not cached yet
-    are computed in shared batches (each row under its own mask: pruning.apply_row_masks; see `_groups`).
+    are computed in shared batches (each row under its own mask: apply.apply_row_masks; see `_groups`).
     """
     from ..core.progress import tqdm
 

@@ -1,6 +1,6 @@
 """Splitting each FFN into experts (SPEC 2): which rows are clustered, by which method, layer by layer.
 
-The balanced K-Means itself is `kmeans.py` (exact arithmetic, so the labels are the same on every
+The balanced K-Means itself is `split/kmeans.py` (exact arithmetic, so the labels are the same on every
 machine); this module applies it, or a baseline (`random`, `contiguous`), to every layer of a model,
 and races it against `k-means-constrained`, the peers' tool.
 """
@@ -108,7 +108,7 @@ def split_model(model: nn.Module, n_experts: int, method: str = "kmeans", matrix
 
     K-Means runs several layers at once on a GPU (`batch_layers`; None = as many as fit), which amortises
     the per-operation overhead; the labels do not depend on the batching (nor on the device, the CPU
-    kernels or the thread count: see kmeans.py). Layer i uses seed + i; `swap_rounds` caps the refinement.
+    kernels or the thread count: see split/kmeans.py). Layer i uses seed + i; `swap_rounds` caps the refinement.
     """
     if method not in METHODS:
         raise ValueError(f"Unknown split method {method!r}; allowed: {', '.join(METHODS)}.")

@@ -1,0 +1,258 @@
+"""Notebook 08's comparisons as functions: each takes the run's model and masks and returns its tables, so that
+every cell of 08 is one call and its result, and each comparison is tested without papermill.
+
+`Masks` gathers what every comparison asks of 07's masks (a language's mask of a method at a ratio, the ratio
+nearest a wish, the unpruned reference); the functions below evaluate through `stages.evaluate_jobs`, whose
+per-evaluation cache lets an interrupted 08 resume where it stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from ..core.config import BabelConfig
+from ..core.timing import paired_median_ms
+from ..data import text as data
+from ..evaluate import comparisons, tasks
+from ..evaluate.comparisons import Bootstrap
+from ..kinds.expert_kinds import ExpertKind
+from ..models.adapters import body, model_device
+from ..prune import masks as pruning
+from ..prune import methods
+from . import stages
+
+
+@dataclass(frozen=True)
+class Masks:
+    """07's masks as 08 asks for them: by target language, method and ratio (masks exist only at the run's
+    prune_ratios; random masks by their first seed unless a seed is named)."""
+
+    specs: tuple[pruning.MaskSpec, ...]
+    languages: list[str]  # the run's languages that have masks, in the config's order
+    ratios: tuple[float, ...]
+    default_seed: int
+
+    @classmethod
+    def of_run(cls, cfg: BabelConfig, specs: Sequence[pruning.MaskSpec]) -> "Masks":
+        """The masks 07 wrote, of this config's languages."""
+        langs = [lang for lang in cfg.languages if any(s.language == lang for s in specs)]
+        return cls(tuple(s for s in specs if s.language in langs), langs, tuple(cfg.prune_ratios), cfg.random_seeds[0])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(layers, experts) of every mask."""
+        return tuple(self.specs[0].mask.shape)
+
+    def nearest(self, ratio: float) -> float:
+        """The configured ratio nearest to `ratio`."""
+        return pruning.nearest_ratio(self.ratios, ratio)
+
+    def of(self, language: str, method: str, ratio: float, seed: int | None = None) -> pruning.MaskSpec:
+        """The mask of a language and method at the configured ratio nearest to `ratio`."""
+        return pruning.find_spec(self.specs, language, method, self.nearest(ratio), seed, self.default_seed)
+
+    def dense(self, language: str) -> pruning.MaskSpec:
+        """The unpruned reference of a language."""
+        return pruning.dense_spec(language, *self.shape)
+
+
+def run_masks(cfg: BabelConfig, specs: Sequence[pruning.MaskSpec]) -> Masks:
+    """07's masks for 08, with a clear error for a language of the config that has none."""
+    masks = Masks.of_run(cfg, specs)
+    missing = sorted(set(cfg.languages) - set(masks.languages))
+    if missing:
+        raise ValueError(f"07_pruning made no masks for {missing}; rerun 07_pruning with these languages.")
+    return masks
+
+
+PHYSICAL_TOLERANCE = 1e-3  # max |logit difference| of a physically pruned copy and the masked model
+
+
+@torch.inference_mode()
+def check_physical(model: nn.Module, labels: np.ndarray, kind: ExpertKind, pruned: nn.Module,
+                   mask: np.ndarray, input_ids: torch.Tensor) -> float:
+    """Max |logit difference| between a physically pruned copy and the model under the same mask; an error
+    beyond PHYSICAL_TOLERANCE (the copy would then time a different computation)."""
+    with kind.mask(model, labels, mask):
+        masked = model(input_ids=input_ids).logits
+    diff = float((masked - pruned(input_ids=input_ids).logits).abs().max())
+    if not diff < PHYSICAL_TOLERANCE:
+        raise RuntimeError(f"The physically pruned model differs from the masked one by {diff:.3g} in a logit "
+                           f"(tolerance {PHYSICAL_TOLERANCE}): the expert kind's prune and mask disagree.")
+    return diff
+
+
+def pruned_speed(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase, labels: np.ndarray,
+                 kind: ExpertKind, masks: Masks) -> pd.DataFrame:
+    """Forward time of the model body, dense against physically pruned copies (the first language's threshold
+    mask and its sorting mask at the largest ratio) on `timing_tokens` held-out tokens, each copy first checked
+    to compute what the masked model computes (`check_physical`, on the first 64 tokens)."""
+    lang = masks.languages[0]
+    ids = data.pack_tokens(tokenizer, data.heldout_texts(cfg, lang), cfg.timing_tokens + 1,
+                           budget=cfg.timing_tokens).input_ids[:1].to(model_device(model))
+    threshold = next(s for s in masks.specs if s.language == lang and s.method == "threshold")
+    contenders, differences = {"dense": model}, {"dense": 0.0}
+    for spec in (threshold, masks.of(lang, "sorting", max(masks.ratios))):
+        contenders[spec.name] = kind.prune(model, labels, spec.mask)
+        differences[spec.name] = check_physical(model, labels, kind, contenders[spec.name], spec.mask, ids[:, :64])
+    calls = {name: (lambda b=body(m): b(input_ids=ids, use_cache=False)) for name, m in contenders.items()}
+    times = paired_median_ms(calls, model_device(model), warmup=1, repeats=cfg.timing_repeats)
+    return pd.DataFrame({
+        "contender": list(times), "ms": [round(t, 1) for t in times.values()],
+        "FFN share kept": [1.0 if name == "dense" else round(kind.kept_share(contenders[name], model), 3)
+                           for name in times],
+        "speed-up vs dense": [round(times["dense"] / t, 2) for t in times.values()],
+        "max logit difference to masked": [float(f"{differences[name]:.2g}") for name in times],
+        "tokens": cfg.timing_tokens, "threads": torch.get_num_threads()})
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """The main comparison: bits per byte and perplexity of every mask on its own language."""
+
+    evals: pd.DataFrame  # tidy rows: mask, method, ratio, seed, target, language, metric, value
+    blocks: dict  # (target, language, mask name) -> per-block NLL and bytes, for the paired intervals
+
+
+def held_out(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase, labels: np.ndarray,
+             masks: Masks) -> HeldOut:
+    """Every mask of 07 and the unpruned model, each on its own language's held-out text."""
+    jobs = [(masks.dense(lang), lang) for lang in masks.languages] + [(s, s.language) for s in masks.specs]
+    evals = stages.evaluate_jobs(cfg, model, tokenizer, labels, jobs, "heldout", desc="held-out")
+    return HeldOut(evals, stages.heldout_blocks(cfg, labels, jobs))
+
+
+def metric_table(evals: pd.DataFrame, metric: str, languages: Sequence[str]) -> pd.DataFrame:
+    """One metric as a mask x language table, masks in evaluation order."""
+    table = evals[evals["metric"] == metric].pivot(index="mask", columns="language", values="value")
+    return table.reindex(index=list(dict.fromkeys(evals["mask"])), columns=list(languages))
+
+
+def task_masks(cfg: BabelConfig, masks: Masks, languages: Sequence[str]) -> list[tuple[pruning.MaskSpec, str]]:
+    """(mask, language) jobs of the tasks: the unpruned model and each of task_methods at task_ratio."""
+    return [(spec, lang) for lang in languages
+            for spec in [masks.dense(lang)] + [masks.of(lang, m, cfg.task_ratio) for m in cfg.task_methods]]
+
+
+@dataclass(frozen=True)
+class Mgsm:
+    """MGSM on the task masks: metrics per mask and language, and every generated answer (both empty where the
+    run has none of MGSM's languages or no MGSM data)."""
+
+    languages: list[str]
+    ratio: float
+    metrics: pd.DataFrame
+    generations: pd.DataFrame
+
+    def table(self) -> pd.DataFrame | str:
+        """Metrics as a (language, mask) x metric table, or why there are none."""
+        if not self.languages:
+            return "MGSM has none of these languages (or no MGSM folder was found): skipped."
+        return self.metrics.pivot_table(index=["language", "mask"], columns="metric", values="value",
+                                        sort=False).round(3)
+
+
+def mgsm(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase, labels: np.ndarray,
+         masks: Masks) -> Mgsm:
+    """MGSM of the task masks on the run's languages that MGSM has."""
+    languages = tasks.languages_with("mgsm", cfg, masks.languages)
+    ratio = masks.nearest(cfg.task_ratio)
+    if not languages:
+        return Mgsm([], ratio, comparisons.tidy([]), pd.DataFrame())
+    jobs = task_masks(cfg, masks, languages)
+    table = stages.evaluate_jobs(cfg, model, tokenizer, labels, jobs, "mgsm", desc="mgsm")
+    generations = pd.concat([stages.eval_mgsm(cfg, model, tokenizer, labels, spec, lang)
+                             .assign(mask="dense" if spec.method == pruning.DENSE else spec.name)
+                             for spec, lang in jobs], ignore_index=True)
+    return Mgsm(languages, ratio, table, generations)
+
+
+def xcsqa(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase, labels: np.ndarray,
+          masks: Masks) -> pd.DataFrame:
+    """X-CSQA accuracy of the task masks (no rows when xcsqa_dataset is empty or has none of the languages)."""
+    languages = tasks.languages_with("xcsqa", cfg, masks.languages)
+    if not languages:
+        return comparisons.tidy([])
+    return stages.evaluate_jobs(cfg, model, tokenizer, labels, task_masks(cfg, masks, languages), "xcsqa",
+                                desc="x-csqa")
+
+
+@dataclass(frozen=True)
+class CrossLanguage:
+    """Every language's sorting mask on every language's held-out text."""
+
+    evals: pd.DataFrame
+    blocks: dict
+    ratio: float
+    max_tokens: int
+
+
+def cross_language(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase, labels: np.ndarray,
+                   masks: Masks) -> CrossLanguage:
+    """The sorting mask of each language A at cross_language_ratio on each language B (and B's unpruned model),
+    on cross_language_max_tokens held-out tokens."""
+    ratio = masks.nearest(cfg.cross_language_ratio)
+    cfg_cross = cfg.replace(eval_max_tokens=cfg.cross_language_max_tokens or cfg.eval_max_tokens)
+    langs = masks.languages
+    jobs = [(masks.of(a, "sorting", ratio), b) for a in langs for b in langs] + [(masks.dense(b), b) for b in langs]
+    evals = stages.evaluate_jobs(cfg_cross, model, tokenizer, labels, jobs, "heldout", desc="cross-language")
+    return CrossLanguage(evals, stages.heldout_blocks(cfg_cross, labels, jobs), ratio, cfg_cross.eval_max_tokens)
+
+
+@dataclass(frozen=True)
+class SplitComparison:
+    """Frequency-guided and random pruning with experts from other splits of the FFN neurons."""
+
+    table: pd.DataFrame  # evaluations with a `split` column, the unpruned rows in each split's part
+    intervals: pd.DataFrame  # per other split, language and method: the difference against the run's split
+    languages: list[str]
+    ratio: float
+    max_tokens: int
+
+
+def split_comparison(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase, labels: np.ndarray,
+                     kind: ExpertKind, masks: Masks, boot: Bootstrap) -> SplitComparison | None:
+    """The run's split against each of split_compare_methods (None for a native mixture, whose experts are
+    its own): each split recorded like 01-02 (cached), its masks built like 07 at split_compare_ratio for the
+    frequency-guided methods and the random baseline (its first seed), all scored on the same held-out text."""
+    if not kind.regroups:
+        return None
+    langs = [lang for lang in cfg.split_compare_languages if lang in masks.languages] or masks.languages[:1]
+    ratio = masks.nearest(cfg.split_compare_ratio)
+    compared = methods.guided_methods() + [methods.BASELINE]
+    cfg_split = cfg.replace(eval_max_tokens=cfg.split_compare_max_tokens or cfg.eval_max_tokens)
+    others = [m for m in cfg.split_compare_methods if m != cfg.split_method]
+    budget = data.token_budget(cfg, tokenizer)
+    recorded = dict(zip(others, stages.split_frequencies([cfg.replace(split_method=m) for m in others],
+                                                         model, tokenizer, langs, budget)))
+    dense = stages.evaluate_jobs(cfg_split, model, tokenizer, labels, [(masks.dense(lang), lang) for lang in langs],
+                                 "heldout", desc="dense")
+    parts, blocks = [], {}
+    for split in [cfg.split_method] + others:
+        cfg_s = cfg_split.replace(split_method=split)
+        if split == cfg.split_method:
+            labels_s, specs = labels, [masks.of(lang, m, ratio) for lang in langs for m in compared]
+        else:
+            labels_s, freqs = recorded[split]
+            one_ratio = cfg_s.replace(prune_ratios=(ratio,), random_seeds=cfg.random_seeds[:1])
+            specs = [spec for lang in langs for spec in methods.build_language_masks(
+                lang, freqs[lang], pruning.activation_levels(freqs[lang]), one_ratio, compared)]
+        jobs = [(s, s.language) for s in specs]
+        evals = stages.evaluate_jobs(cfg_s, model, tokenizer, labels_s, jobs, "heldout", desc=f"{split} split")
+        blocks[split] = stages.heldout_blocks(cfg_s, labels_s, jobs)
+        parts.append(pd.concat([evals, dense], ignore_index=True).assign(split=split))
+    table = pd.concat(parts, ignore_index=True)
+    intervals = comparisons.split_intervals(table, blocks, cfg.split_method, boot)
+    return SplitComparison(table, intervals, langs, ratio, cfg_split.eval_max_tokens)
+
+
+def pruning_eval_table(*parts: pd.DataFrame) -> pd.DataFrame:
+    """08's tidy rows of every comparison on the masks' own languages (held-out text, MGSM, X-CSQA) in one table."""
+    return pd.concat([part for part in parts if len(part)] or list(parts[:1]), ignore_index=True)

@@ -11,11 +11,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
+from babel_utils import figures
 from babel_utils.analyse import categories as analysis  # noqa: E402
 from babel_utils.analyse import similarity as sim
 from babel_utils.core import config, results
 from babel_utils.core.languages import LANGUAGES, PAPER_LANGUAGES  # noqa: E402
-from babel_utils.figures import plotting
 from babel_utils.record import frequencies
 
 LANGS = ["en", "fr", "zh"]
@@ -278,25 +278,25 @@ def _labelled(fig) -> bool:
 
 def test_new_figures_are_labelled():
     F = _genus_F(layers=6, experts=32)
-    assert _labelled(plotting.layer_boxplot(F, PAPER, 0.05))
-    assert _labelled(plotting.category_map(F, PAPER, 0.05, order=plotting.order_by_mean_frequency(F)))
-    assert _labelled(plotting.category_totals_plot(analysis.category_totals(F, PAPER)))
-    assert _labelled(plotting.depth_sweep_plot(analysis.depth_sweep(F, PAPER, [0.02, 0.05])))
+    assert _labelled(figures.layer_boxplot(F, PAPER, 0.05))
+    assert _labelled(figures.category_map(F, PAPER, 0.05, order=figures.order_by_mean_frequency(F)))
+    assert _labelled(figures.category_totals_plot(analysis.category_totals(F, PAPER)))
+    assert _labelled(figures.depth_sweep_plot(analysis.depth_sweep(F, PAPER, [0.02, 0.05])))
     mats = {m: sim.similarity_matrix(F, PAPER, m) for m in sim.METRICS}
-    fig = plotting.matrix_panels(mats)
+    fig = figures.matrix_panels(mats)
     assert [ax.get_title() for ax in fig.axes[:4]] == [sim.METRICS[m].label for m in sim.METRICS]
     curve = sim.per_layer_curve(sim.per_layer_similarity(F, PAPER, "pearson"))
-    assert _labelled(plotting.per_layer_curve_plot(curve))
+    assert _labelled(figures.per_layer_curve_plot(curve))
     D = sim.euclidean_matrix(F, PAPER)
-    assert _labelled(plotting.pair_interval_plot(sim.bootstrap_pairs(D, D * 0.9, D * 1.1, "euclidean"), "euclidean"))
+    assert _labelled(figures.pair_interval_plot(sim.bootstrap_pairs(D, D * 0.9, D * 1.1, "euclidean"), "euclidean"))
     grid = sim.expert_grid_table({32: F, 16: F.reshape(9, 6, 16, 2).mean(-1)}, PAPER, "euclidean", 32,
                                  n_permutations=50)
-    assert all(ax.get_xlabel() == "experts per layer" for ax in plotting.expert_grid_plot(grid).axes)
+    assert all(ax.get_xlabel() == "experts per layer" for ax in figures.expert_grid_plot(grid).axes)
     history = pd.DataFrame({"step": [1, 2], "loss": [2.0, 1.5], "target_tokens": [10, 10]})
     meta = {f"loss_{w}_{s}": 1.0 for w in ("before", "after") for s in ("train", "heldout")}
-    assert _labelled(plotting.tuning_loss_plot(history, meta))
+    assert _labelled(figures.tuning_loss_plot(history, meta))
     diff = analysis.instruction_tuning_diff(F, F * 1.1, PAPER)
-    assert _labelled(plotting.overlap_plot(diff.overlap))
+    assert _labelled(figures.overlap_plot(diff.overlap))
 
 
 def test_per_layer_all_metrics():
@@ -328,7 +328,7 @@ def test_a_new_similarity_metric_is_one_table_entry(monkeypatch):
     assert "cosine" in set(sim.per_layer_all(F, PAPER).metric)
     curve = sim.per_layer_curve(sim.per_layer_similarity(F, PAPER, "cosine"))
     assert "most alike at layer" in sim.describe_per_layer(curve)
-    fig = plotting.matrix_panels({m: sim.similarity_matrix(F, PAPER, m) for m in sim.METRICS})
+    fig = figures.matrix_panels({m: sim.similarity_matrix(F, PAPER, m) for m in sim.METRICS})
     assert "cosine similarity" in [ax.get_title() for ax in fig.axes]
     with pytest.raises(ValueError, match=r"Unknown similarity metric 'cosin'.*cosine.*a new one is a Metric entry"):
         sim.similarity_matrix(F, PAPER, "cosin")

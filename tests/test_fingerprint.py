@@ -58,10 +58,10 @@ def test_comments_docstrings_and_modules_a_stage_never_runs_keep_its_key(package
     before = {stage: fingerprint.code_fingerprint(stage, root) for stage in fingerprint.STAGE_CODE}
     edit("record.counting", '"""Flat (layer * E + expert) indices', '"""Flat indices (layer * E + expert)')
     edit("record.counting", "# round() first:", "# round() first (a comment changed):")
-    edit("figures.plotting", "import ", "import math\nimport ")  # a module no stage runs
+    edit("figures.style", "import ", "import math\nimport ")  # a module no stage runs
     assert before == {stage: fingerprint.code_fingerprint(stage, root) for stage in fingerprint.STAGE_CODE}
     eval_modules = fingerprint.stage_modules("eval")
-    assert "figures.plotting" not in eval_modules and "models.lm_head" in eval_modules
+    assert "figures.style" not in eval_modules and "models.lm_head" in eval_modules
 
 
 def test_library_versions_are_part_of_the_fingerprint(monkeypatch):

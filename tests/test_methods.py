@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from conftest import balanced_labels
 
+from babel_utils import figures
 from babel_utils.core.config import BabelConfig
 from babel_utils.evaluate import comparisons as evaluation
-from babel_utils.figures import plotting
 from babel_utils.models.adapters import d_ff, n_layers
 from babel_utils.models.loading import load_model
 from babel_utils.prune import masks as pruning
@@ -52,9 +52,13 @@ def test_a_new_pruning_method_is_one_table_entry(monkeypatch):
     vs_dense = evaluation.against_dense(evals, blocks, evaluation.Bootstrap(n=200))
     assert "reverse@0.25" in evaluation.match_table(vs_dense).index
     assert "reverse@0.25" in set(vs_dense["mask"]) and len(vs_dense) == len(specs)  # one seed: one row per mask
-    fig = plotting.metric_vs_ratio_plot(evals, "bits_per_byte", "bits per byte")
+    fig = figures.metric_vs_ratio_plot(evals, "bits_per_byte", "bits per byte")
     assert "reverse sorting (most frequent pruned)" in fig.axes[0].get_legend_handles_labels()[1]
     assert methods.colour("reverse") == "C5"
+    # 07: its own panel of where it prunes, and its rows in the summary of each language's masks
+    shares = figures.pruned_share_plot(pruning.mask_table(specs))
+    assert "Reverse sorting (most frequent pruned)" in [ax.get_title() for ax in shares.axes]
+    assert "reverse" in set(methods.static_mask_summary(pruning.mask_table(specs), "en", L * E)["method"])
 
 
 def test_the_table_says_how_each_method_runs_and_is_compared():

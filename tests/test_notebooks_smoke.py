@@ -10,8 +10,8 @@ import time
 import pandas as pd
 import pytest
 
+from babel_utils import figures
 from babel_utils.core import config, paths
-from babel_utils.figures import plotting
 from babel_utils.run import runner
 
 pytestmark = pytest.mark.pipelines
@@ -53,7 +53,7 @@ def _expand(names: list[str], cfg: config.BabelConfig, notebook: str) -> list[st
     """The file names of a notebook's outputs: {lang} for each language it runs on (06-08: eval_languages),
     {single} for each language 03 draws one by one."""
     langs = config.evaluation_view(cfg).languages if notebook in config.EVALUATION_NOTEBOOKS else cfg.languages
-    singles = plotting.one_by_one(cfg.heatmap_languages, cfg.languages)
+    singles = figures.one_by_one(cfg.heatmap_languages, cfg.languages)
     out = []
     for name in names:
         for lang in langs if "{lang}" in name else singles if "{single}" in name else ("",):

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from test_notebooks_smoke import EXPECTED, _expand
 
+from babel_utils import figures
 from babel_utils.core import config, paths
 from babel_utils.core.languages import get_language
-from babel_utils.figures import plotting
 from babel_utils.models.adapters import NATIVE, PLAIN, get_adapter
 from babel_utils.models.loading import load_model
 from babel_utils.run import runner
@@ -62,7 +62,7 @@ def test_every_notebook_runs_on_a_tiny_model_of_another_ffn_kind(name, kind):
 
 def test_thirty_languages_run_with_the_views_that_scale_and_06_08_on_a_subset():
     cfg = config.load_config(paths.CONFIGS_DIR / "smoke-many.yaml")
-    assert len(cfg.languages) == 30 > plotting.MANY_LANGUAGES and len(cfg.eval_languages) == 3
+    assert len(cfg.languages) == 30 > figures.MANY_LANGUAGES and len(cfg.eval_languages) == 3
     result = runner.run(paths.CONFIGS_DIR / "smoke-many.yaml", jobs=2)
     res, figs = paths.results_dir(result.run_dir), paths.run_figures_dir(result.run_dir)
     missing = []

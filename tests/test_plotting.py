@@ -11,18 +11,18 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
+from babel_utils import figures
 from babel_utils.analyse import categories as analysis  # noqa: E402
 from babel_utils.analyse import similarity
 from babel_utils.core import paths
 from babel_utils.core.languages import PAPER_LANGUAGES  # noqa: E402
-from babel_utils.figures import plotting
 
 LANGS = list(PAPER_LANGUAGES)
 
 
 @pytest.fixture(autouse=True)
 def _close_figures():
-    plotting.set_style()
+    figures.set_style()
     yield
     plt.close("all")
 
@@ -46,24 +46,24 @@ def _assert_labelled(fig, cbar_label=None):
 
 
 def test_heatmap_grid_shared_scale_and_order(F):
-    fig = plotting.heatmap_grid(F, LANGS, "Activation frequency")
-    _assert_labelled(fig, plotting.FREQ_LABEL)
+    fig = figures.heatmap_grid(F, LANGS, "Activation frequency")
+    _assert_labelled(fig, figures.FREQ_LABEL)
     images = [im for ax in fig.axes for im in ax.get_images()]
     assert len(images) == len(LANGS)
     assert {im.get_clim() for im in images} == {(0.0, float(F.max()))}
     titles = [ax.get_title() for ax in fig.axes]
     assert "English" in titles and "Chinese" in titles
-    order = plotting.order_by_mean_frequency(F)
+    order = figures.order_by_mean_frequency(F)
     assert order.shape == (18, 256) and (order[:, 0] == F.mean(0).argmax(-1)).all()
-    sorted_fig = plotting.heatmap_grid(F, LANGS, "sorted", order=order)
+    sorted_fig = figures.heatmap_grid(F, LANGS, "sorted", order=order)
     first = sorted_fig.axes[0].get_images()[0].get_array()
     assert np.allclose(first, np.take_along_axis(F[0], order, axis=1))
-    _assert_labelled(plotting.heatmap_single(F[0], "en", order=order), plotting.FREQ_LABEL)
+    _assert_labelled(figures.heatmap_single(F[0], "en", order=order), figures.FREQ_LABEL)
 
 
 def test_diff_heatmap_diverging_centred(F):
-    fig = plotting.diff_heatmap(F[:3] - F[3:6], LANGS[:3])
-    _assert_labelled(fig, plotting.DIFF_LABEL)
+    fig = figures.diff_heatmap(F[:3] - F[3:6], LANGS[:3])
+    _assert_labelled(fig, figures.DIFF_LABEL)
     vmin, vmax = fig.axes[0].get_images()[0].get_clim()
     assert vmin == -vmax and vmax > 0
 
@@ -76,29 +76,29 @@ def test_analysis_and_similarity_plots(F):
     per_layer = similarity.per_layer_similarity(F, LANGS, "pearson")
     perm = similarity.group_permutation_test(dist, n_permutations=200)
     diff = analysis.instruction_tuning_diff(F, F[::-1], LANGS)
-    figures = {
-        "layer_distribution": plotting.layer_distribution(F, LANGS),
-        "counts": plotting.counts_per_layer_plot(counts),
-        "sweep": plotting.threshold_sweep_plot(sweep),
-        "permutation": plotting.permutation_plot(perm),
-        "change": plotting.mean_abs_change_plot(diff.per_layer),
+    drawn = {
+        "layer_distribution": figures.layer_distribution(F, LANGS),
+        "counts": figures.counts_per_layer_plot(counts),
+        "sweep": figures.threshold_sweep_plot(sweep),
+        "permutation": figures.permutation_plot(perm),
+        "change": figures.mean_abs_change_plot(diff.per_layer),
     }
-    for fig in figures.values():
+    for fig in drawn.values():
         _assert_labelled(fig)
-    _assert_labelled(plotting.matrix_heatmap(dist, "Euclidean", "Euclidean distance"), "Euclidean distance")
-    _assert_labelled(plotting.per_layer_similarity_plot(per_layer), "Pearson r")
-    dendro = plotting.dendrogram_plot(Z, LANGS, distance_label="Euclidean distance")
+    _assert_labelled(figures.matrix_heatmap(dist, "Euclidean", "Euclidean distance"), "Euclidean distance")
+    _assert_labelled(figures.per_layer_similarity_plot(per_layer), "Pearson r")
+    dendro = figures.dendrogram_plot(Z, LANGS, distance_label="Euclidean distance")
     _assert_labelled(dendro)
     leaves = " ".join(t.get_text() for t in dendro.axes[0].get_yticklabels())
     assert "Urdu — Indo-European / Indic / Arabic script" in leaves and "Chinese" in leaves
-    assert f"p = {perm.p_value:.3g}" in figures["permutation"].axes[0].get_title()
+    assert f"p = {perm.p_value:.3g}" in drawn["permutation"].axes[0].get_title()
 
 
 def test_save_figure_writes_png_and_pdf(tmp_path, monkeypatch, F):
     monkeypatch.setattr(paths, "FIGURES_DIR", tmp_path / "repo_figures")
     monkeypatch.delenv("BABEL_FIGURES_DIR", raising=False)
-    fig = plotting.heatmap_single(F[0], "en")
-    plotting.save_figure(fig, "heatmap_en", run_dir=tmp_path / "myrun")
+    fig = figures.heatmap_single(F[0], "en")
+    figures.save_figure(fig, "heatmap_en", run_dir=tmp_path / "myrun")
     repo, run = tmp_path / "repo_figures" / "myrun", tmp_path / "myrun" / "figures"
     expected = {repo / "heatmap_en.png", repo / "heatmap_en.pdf", run / "heatmap_en.png", run / "heatmap_en.pdf"}
     assert {p for p in tmp_path.rglob("*.p[dn][fg]")} == expected
@@ -110,7 +110,7 @@ def test_save_figure_writes_png_and_pdf(tmp_path, monkeypatch, F):
         assert (run / f"heatmap_en.{fmt}").read_bytes() == (repo / f"heatmap_en.{fmt}").read_bytes()
     assert sorted(p.name for p in run.iterdir()) == ["heatmap_en.pdf", "heatmap_en.png"]  # no temp files left
     assert plt.fignum_exists(fig.number)  # not closed: the notebook displays it
-    plotting.save_figure(fig, "only_repo.png")
+    figures.save_figure(fig, "only_repo.png")
     assert {p.name for p in (tmp_path / "repo_figures").glob("only_repo.*")} == {"only_repo.png", "only_repo.pdf"}
 
 
@@ -124,37 +124,37 @@ def test_views_switch_to_scalable_ones_for_many_languages():
     rng = np.random.default_rng(0)
     many = [c for c in LANGUAGES][:300]
     F = rng.random((len(many), 4, 8))
-    fig = plotting.layer_distribution(F, many)
+    fig = figures.layer_distribution(F, many)
     assert "profile" in fig.axes[1].get_title() and fig.get_size_inches()[1] < 20
     assert "share of the language's selections (%)" in [a.get_ylabel() for a in fig.axes]
-    small = plotting.layer_distribution(F[:9], many[:9])
+    small = figures.layer_distribution(F[:9], many[:9])
     assert len(small.legends[0].get_texts()) == 9
     counts = analysis.expert_counts_per_layer(F, many, 0.5)
-    fig = plotting.counts_per_layer_plot(counts)
+    fig = figures.counts_per_layer_plot(counts)
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["median of 300 languages"]
     per_layer = similarity.per_layer_similarity(F[:40], many[:40], "pearson")
-    fig = plotting.per_layer_similarity_plot(per_layer)
+    fig = figures.per_layer_similarity_plot(per_layer)
     assert "each language's mean" in fig.axes[1].get_title() and fig.get_size_inches()[1] < 20
     pairs = pd.DataFrame([(a, b, float(rng.random()), "different family") for a, b in itertools.combinations(many[:40], 2)],
                          columns=["lang_a", "lang_b", "distance", "relation"]).sort_values("distance")
-    fig = plotting.pair_interval_plot(pairs, "pearson")
-    assert len(fig.axes[0].get_yticks()) == 2 * plotting.MANY_PAIRS and "of 780 pairs" in fig.axes[0].get_title()
+    fig = figures.pair_interval_plot(pairs, "pearson")
+    assert len(fig.axes[0].get_yticks()) == 2 * figures.MANY_PAIRS and "of 780 pairs" in fig.axes[0].get_title()
     distance = similarity.as_distance(similarity.similarity_matrix(F, many, "pearson"), "pearson")
     linkage, _ = similarity.dendrogram_linkage(distance)
-    fig = plotting.dendrogram_plot(linkage, many)
+    fig = figures.dendrogram_plot(linkage, many)
     assert fig.get_size_inches()[1] < 0.2 * 300 + 2
     # 03's grid: one language x (layer, expert) matrix instead of 300 panels; 9 languages keep their panels
-    fig = plotting.heatmap_grid(F, many, "grid")
+    fig = figures.heatmap_grid(F, many, "grid")
     assert len(fig.axes) == 3 and fig.get_size_inches()[1] < 20  # family strip, matrix, colour bar
     assert fig.axes[1].images[0].get_array().shape == (300, 4 * 8)
     assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == ["0", "1", "2", "3"]
-    assert len(plotting.heatmap_grid(F[:9], many[:9], "grid").axes) == 9 + 1
+    assert len(figures.heatmap_grid(F[:9], many[:9], "grid").axes) == 9 + 1
     # 04's totals: points in family order, not 300 groups of bars
     totals = analysis.category_totals(F, many, 0.5)
-    fig = plotting.category_totals_plot(totals)
+    fig = figures.category_totals_plot(totals)
     assert fig.get_size_inches()[0] < 12 and len(fig.axes[0].collections[0].get_offsets()) == 300
-    assert plotting.one_by_one((), many) == [c for c in many if c in ("en", "fr", "es", "pt", "hi", "ur", "bn", "ar", "zh")]
-    assert plotting.one_by_one((), many[:9]) == many[:9] and plotting.one_by_one(("fr",), many) == ["fr"]
+    assert figures.one_by_one((), many) == [c for c in many if c in ("en", "fr", "es", "pt", "hi", "ur", "bn", "ar", "zh")]
+    assert figures.one_by_one((), many[:9]) == many[:9] and figures.one_by_one(("fr",), many) == ["fr"]
     plt.close("all")
 
 
@@ -165,7 +165,7 @@ def test_the_family_summary_draws_each_family_against_its_random_groups():
     many = list(LANGUAGES)[:300]
     F = np.random.default_rng(0).random((300, 4, 8))
     table = families.family_summary(F, many, 0.5, samples=20)
-    fig = plotting.family_summary_plot(table, 0.05)
+    fig = figures.family_summary_plot(table, 0.05)
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == [f"{f} ({n})" for f, n in
                                                              zip(table["family"], table["n_languages"])]
@@ -184,7 +184,7 @@ def test_the_mds_map_colours_families_marks_scripts_and_names_only_small_sets(n)
     points = np.random.default_rng(0).normal(size=(n, 3))
     d = pd.DataFrame(np.linalg.norm(points[:, None] - points[None], axis=-1), index=codes, columns=codes)
     coords, explained = geometry.classical_mds(d)
-    fig = plotting.mds_plot(coords, explained, "1 − Pearson r")
+    fig = figures.mds_plot(coords, explained, "1 − Pearson r")
     ax = fig.axes[0]
     assert ax.get_xlabel().startswith("MDS dimension 1 (") and "% of the variance" in ax.get_ylabel()
     assert len(ax.collections) == n and (len(ax.texts) == n) == (n <= 40)

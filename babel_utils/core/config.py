@@ -158,7 +158,7 @@ class RecordParams:
 class HeatmapParams:
     """03's heatmaps drawn one by one at full size (the grid shows every language)."""
 
-    # codes and groups like `languages`; () = every language up to plotting.MANY_LANGUAGES, else the paper's
+    # codes and groups like `languages`; () = every language up to figures.style.MANY_LANGUAGES, else the paper's
     # nine among them (at 500 languages one file each would be 2,000 files and minutes of drawing)
     heatmap_languages: tuple[str, ...] = ()
 

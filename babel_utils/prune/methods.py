@@ -2,7 +2,7 @@
 masks are applied, how they are checked, compared and drawn (notebooks 07 and 08).
 
 A new method is one `Method` in `METHODS`: `build_masks` makes its masks, stages evaluate them (in shared
-batches when `hooks` is None), the tables and verdicts of `evaluation` and the figures of `plotting` take it up.
+batches when `hooks` is None), the tables and verdicts of `evaluate.comparisons` and the figures of `figures.pruning` take it up.
 """
 
 from __future__ import annotations

@@ -15,13 +15,13 @@ import numpy as np
 from nbconvert import HTMLExporter
 from scipy.cluster import hierarchy
 
+from .. import figures
 from ..analyse import categories as analysis
 from ..analyse import similarity
 from ..core import results
 from ..core.config import load_config
 from ..core.paths import results_dir, run_figures_dir
 from ..core.results import atomic_write_text
-from ..figures import plotting
 from ..record import frequencies
 
 log = logging.getLogger(__name__)
@@ -73,9 +73,9 @@ def run_report(run: Path, out: Path) -> Path:
     for notebook in failed:
         page = notebook_html(notebook, out / f"{notebook.stem}.failed.html")
         items.append(f"<li class='failed'><a href='{_rel(page, out)}'>{html.escape(notebook.stem)} (failed)</a></li>")
-    figures = sorted(run_figures_dir(run).glob("*.png"))
+    pngs = sorted(run_figures_dir(run).glob("*.png"))
     tiles = "".join(f"<figure><a href='{_rel(f, out)}'><img src='{_rel(f, out)}'></a>"
-                    f"<figcaption>{html.escape(f.stem)}</figcaption></figure>" for f in figures)
+                    f"<figcaption>{html.escape(f.stem)}</figcaption></figure>" for f in pngs)
     config = (run / "config.yaml").read_text() if (run / "config.yaml").exists() else ""
     body = (f"<h2>Notebooks</h2><ul>{''.join(items)}</ul><h2>Figures</h2><div class='grid'>{tiles}</div>"
             f"<h2>Config</h2><pre>{html.escape(config)}</pre>")
@@ -94,7 +94,7 @@ def cross_model_figures(runs: Sequence[Path], out: Path) -> list[Path]:
     runs = [r for r in runs if results.find(results_dir(r), "frequencies") is not None]
     if not runs:
         return []
-    plotting.set_style()
+    figures.set_style()
     fig_shared, axes_shared = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.4), squeeze=False,
                                            constrained_layout=True)
     fig_tree, axes_tree = plt.subplots(1, len(runs), figsize=(5.0 * len(runs), 3.8), squeeze=False,
@@ -108,7 +108,7 @@ def cross_model_figures(runs: Sequence[Path], out: Path) -> list[Path]:
             ax_s.bar(np.arange(len(shared)), shared, color="C0")
             distance = similarity.as_distance(similarity.pearson_matrix(F, langs), "pearson")
             linkage, _ = similarity.dendrogram_linkage(distance)
-            hierarchy.dendrogram(linkage, labels=[plotting.language_name(l) for l in langs], ax=ax_t,
+            hierarchy.dendrogram(linkage, labels=[figures.language_name(l) for l in langs], ax=ax_t,
                                  orientation="right", color_threshold=0)
         ax_s.set(title=_model_label(run), xlabel="layer", ylabel=f"shared experts (f >= {threshold:g} in all)")
         ax_t.set(title=_model_label(run), xlabel="1 - Pearson r of frequency vectors")
@@ -133,8 +133,8 @@ def sweep_report(statuses: Sequence[RunStatus], out: Path) -> Path:
         state = "ok" if status.ok else f"<span class='failed'>{html.escape(status.error)}</span>"
         rows.append(f"<tr><td>{html.escape(status.config)}</td><td>{link}</td><td>{state}</td></tr>")
     runs = [s.run_dir for s in statuses if s.run_dir is not None and s.run_dir.exists()]
-    figures = cross_model_figures(runs, out)
-    images = "".join(f"<p><img src='{_rel(f, out)}'></p>" for f in figures)
+    drawn = cross_model_figures(runs, out)
+    images = "".join(f"<p><img src='{_rel(f, out)}'></p>" for f in drawn)
     cross = out / "cross_model.html"
     atomic_write_text(cross, _page("Across models", images or "<p>No run has frequencies yet.</p>"))
     body = (f"<table><tr><th>config</th><th>run</th><th>status</th></tr>{''.join(rows)}</table>"

@@ -1,0 +1,137 @@
+"""Figures of 02-03: activation levels, heatmaps of the frequencies, their distribution per layer and the
+category map.
+
+Every plot function returns a pyplot Figure with labelled axes; nothing is closed, so the notebook's inline
+backend displays it."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from ..core.languages import language_name
+from .style import (
+    FREQ_LABEL,
+    MANY_LANGUAGES,
+    frequency_grid,
+    imshow,
+    language_lines,
+    language_matrix,
+    outside_legend,
+)
+
+
+def heatmap_grid(F: np.ndarray, languages: Sequence[str], title: str, order: np.ndarray | None = None) -> Figure:
+    """Frequency heatmaps (layers x experts), one per language, on one colour scale from 0."""
+    vmax = float(np.max(F)) or 1.0
+    return frequency_grid(F, languages, title, cmap="viridis", vmin=0.0, vmax=vmax, cbar_label=FREQ_LABEL, order=order)
+
+
+def heatmap_single(f: np.ndarray, language: str, title: str | None = None, order: np.ndarray | None = None,
+                   vmax: float | None = None) -> Figure:
+    """Frequency heatmap (layers x experts) of one language."""
+    f = np.asarray(f, dtype=np.float64)
+    if order is not None:
+        f = np.take_along_axis(f, np.asarray(order), axis=1)
+    fig, ax = plt.subplots(figsize=(6.5, 4.0), constrained_layout=True)
+    imshow(ax, f, vmin=0.0, vmax=vmax or float(f.max()) or 1.0, cmap="viridis",
+            xlabel="expert rank (by mean frequency)" if order is not None else "expert", ylabel="layer",
+            title=title or language_name(language), cbar_label=FREQ_LABEL)
+    return fig
+
+
+def layer_distribution(F: np.ndarray, languages: Sequence[str]) -> Figure:
+    """Per layer and language, the mean frequency over experts (solid) and its 90th percentile (dashed); above
+    MANY_LANGUAGES a language x layer profile matrix (each layer's share of the language's selections)."""
+    F = np.asarray(F, dtype=np.float64)
+    layers = np.arange(F.shape[1])
+    if len(languages) > MANY_LANGUAGES:
+        totals = F.sum(axis=2)
+        share = pd.DataFrame(100 * totals / totals.sum(axis=1, keepdims=True), index=list(languages), columns=layers)
+        return language_matrix(share, "Layer profile: each layer's share of a language's selected experts",
+                               "share of the language's selections (%)")
+    tidy = pd.DataFrame([(lang, layer, f[layer].mean(), np.percentile(f[layer], 90))
+                         for f, lang in zip(F, languages) for layer in layers],
+                        columns=["language", "layer", "mean", "p90"])
+    fig, ax = plt.subplots(figsize=(8.0, 4.0), constrained_layout=True)
+    language_lines(ax, tidy, "mean", marker=".")
+    outside_legend(fig, ax)
+    language_lines(ax, tidy, "p90", ls="--", lw=0.8)
+    ax.set(xlabel="layer", ylabel=FREQ_LABEL, ylim=(0, None),
+           title="Frequency per layer: mean (solid) and 90th percentile (dashed) of experts")
+    return fig
+
+
+def activation_level_plot(levels: pd.DataFrame) -> Figure:
+    """Per-layer activation level (share of a language's selected experts) per language."""
+    fig, ax = plt.subplots(figsize=(8.0, 4.0), constrained_layout=True)
+    language_lines(ax, levels, "level", marker=".")
+    n_layers = levels["layer"].nunique()
+    ax.axhline(1 / n_layers, color="0.5", ls=":", lw=1, label="uniform (1 / L)")
+    outside_legend(fig, ax)
+    ax.set(xlabel="layer", ylabel="activation level (share of selected experts)", ylim=(0, None),
+           title="Where the selected experts sit, per language")
+    return fig
+
+
+CATEGORY_COLOURS = {"not high-frequency": "#f2f2f2", "high in some languages": "#9ecae1",
+                    "language-specific": "#e6550d", "shared by all": "#08306b"}
+
+
+def layer_boxplot(F: np.ndarray, languages: Sequence[str], threshold: float | None = None) -> Figure:
+    """Per layer, the distribution of expert frequencies pooled over languages (box: quartiles, whiskers:
+    5th-95th percentile), with the high-frequency threshold and each layer's share of experts above it."""
+    F = np.asarray(F, dtype=np.float64)
+    n_layers = F.shape[1]
+    values = [F[:, layer, :].ravel() for layer in range(n_layers)]
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.3 * n_layers + 3.0), 4.2), constrained_layout=True)
+    ax.boxplot(values, positions=range(n_layers), whis=(5, 95), showfliers=False, widths=0.6,
+               medianprops={"color": "C3"}, patch_artist=True, boxprops={"facecolor": "0.85"})
+    ax.set_xticks(range(n_layers), [str(i) if n_layers <= 40 or i % 5 == 0 else "" for i in range(n_layers)])
+    ax.set(xlabel="layer", ylabel=FREQ_LABEL, ylim=(0, None),
+           title=f"Expert frequencies per layer ({len(languages)} languages pooled; whiskers 5th-95th percentile)")
+    if threshold is not None:
+        ax.axhline(threshold, color="C0", ls="--", lw=1, label=f"high-frequency threshold {threshold:g}")
+        share = (F >= threshold).mean(axis=(0, 2))
+        ax2 = ax.twinx()
+        ax2.plot(range(n_layers), share, color="C0", marker=".", lw=1, label="share of experts above it")
+        ax2.set_ylabel("share of experts >= threshold", color="C0")
+        ax2.set_ylim(0, max(0.05, float(share.max()) * 1.1))
+        handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+        ax.legend(handles=handles, loc="upper left", frameon=False, fontsize="small")
+    return fig
+
+
+def category_map(F: np.ndarray, languages: Sequence[str], threshold: float,
+                 order: np.ndarray | None = None) -> Figure:
+    """Layer x expert map of expert categories: shared by all, language-specific, high in some, neither."""
+    F = np.asarray(F, dtype=np.float64)
+    high = F >= threshold
+    n_high = high.sum(axis=0)
+    cat = np.zeros(F.shape[1:], dtype=int)
+    cat[n_high >= 1] = 1
+    cat[n_high == 1] = 2
+    cat[n_high == len(languages)] = 3
+    xlabel = "expert"
+    if order is not None:
+        cat = np.take_along_axis(cat, np.asarray(order), axis=1)
+        xlabel = "expert rank (by mean frequency)"
+    names = list(CATEGORY_COLOURS)
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    cmap = ListedColormap(list(CATEGORY_COLOURS.values()))
+    fig, ax = plt.subplots(figsize=(8.0, 4.2), constrained_layout=True)
+    ax.imshow(cat, aspect="auto", interpolation="nearest", origin="lower", cmap=cmap, vmin=-0.5, vmax=3.5)
+    ax.set(xlabel=xlabel, ylabel="layer", title=f"Expert categories at f >= {threshold:g} ({len(languages)} languages)")
+    ax.yaxis.set_major_locator(MaxNLocator(6, integer=True))
+    counts = [int((cat == k).sum()) for k in range(4)]
+    fig.legend(handles=[Patch(facecolor=CATEGORY_COLOURS[n], edgecolor="0.5", label=f"{n} ({c})")
+                       for n, c in zip(names, counts)],
+              loc="outside right upper", frameon=False, fontsize="small")
+    return fig

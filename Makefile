@@ -61,7 +61,7 @@ test-kernels: setup
 	$(QUIET_ENV) $(PY) -m pytest tests/test_kernel_sets.py -m kernels
 	kernels=$$($(VENV)/bin/babel machine --other) && echo "kernel set: $$kernels" && \
 		runs=$$(mktemp -d) && env $$($(VENV)/bin/babel machine --env $$kernels) $(FRESH_RUN) \
-		$(VENV)/bin/babel run configs/default.yaml --only 01,02 --set compare_layers= && \
+		$(VENV)/bin/babel run configs/default.yaml --only 01,02 && \
 		env $$($(VENV)/bin/babel machine --env $$kernels) BABEL_REPRODUCE_RUN=$$runs/default \
 		BABEL_REPRODUCE_ONLY=01,02 $(QUIET_ENV) $(PY) -m pytest tests/reproduction
 

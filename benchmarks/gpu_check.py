@@ -678,7 +678,7 @@ def missing_notebook_packages() -> list[str]:
 @contextmanager
 def smoke_folders(runs_dir: str) -> Iterator[dict[str, str]]:
     """Fresh stage cache (a device-blind cache key must not hand back CPU results), runs and figures folders,
-    and the repository on the kernels' PYTHONPATH (notebook 01 with compare_layers="" needs no
+    and the repository on the kernels' PYTHONPATH (notebook 01 needs no
     k-means-constrained, which the GPU image lacks)."""
     from babel_utils.run.runner import environment
 
@@ -700,14 +700,9 @@ def smoke_config(device: torch.device) -> BabelConfig:
 
 
 def notebook_params(cfg: BabelConfig, notebook: Path) -> dict[str, Any]:
-    """runner.notebook_parameters, plus compare_layers="" where declared (no k-means-constrained race)."""
-    import papermill as pm
-
+    """runner.notebook_parameters of the notebook."""
     from babel_utils.run import runner
-    params = runner.notebook_parameters(cfg, notebook)
-    if "compare_layers" in pm.inspect_notebook(str(notebook)):
-        params["compare_layers"] = ""
-    return params
+    return runner.notebook_parameters(cfg, notebook)
 
 
 def run_notebooks(table: Table, s: Setup, selected: list[Path]) -> None:
@@ -745,8 +740,7 @@ def run_notebooks(table: Table, s: Setup, selected: list[Path]) -> None:
             done += 1
             table.add(6, name, seconds, "s", notes=f"papermill on {cfg.device}, kernel start included")
     table.add(6, "smoke: notebooks succeeded", done, "notebooks", f"== {len(selected)}",
-              notes=f"configs/smoke.yaml with device={cfg.device}; notebook 01 with compare_layers='' "
-                    "(no k-means-constrained race); fresh stage cache")
+              notes=f"configs/smoke.yaml with device={cfg.device}; fresh stage cache")
 
 
 def part_smoke(table: Table, s: Setup) -> None:

@@ -45,7 +45,7 @@ def test_missing_config_file(capsys):
 @pytest.mark.parametrize("notebook, key, value", [
     ("05", "similarity_metric", "euclidean"), ("05", "linkage_method", "ward"), ("08", "task_ratio", 0.5),
     ("08", "task_methods", ["sorting"]), ("04", "sweep_thresholds", [0.1]), ("07", "overlap_ratio", 0.1),
-    ("01", "compare_layers", ""),
+    ("01", "kmeans_swap_rounds", 4),
 ])
 def test_every_notebook_knob_is_a_config_field_that_set_reaches(notebook, key, value):
     from babel_utils.core import config

@@ -1,6 +1,6 @@
 """Stages 3-6 (03-06): expert categories, language similarity and genealogy, instruction tuning.
 
-The names the notebooks call; the modules below hold the rest."""
+The names the notebooks and their readers call; the modules below hold the rest."""
 
 from .categories import (
     DEPTHS,

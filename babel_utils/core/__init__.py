@@ -1,6 +1,6 @@
 """Configuration, paths, the language table, the stage cache and the results folder: what every stage stands on.
 
-The names the notebooks call; the modules below hold the rest."""
+The names the notebooks and their readers call; the modules below hold the rest."""
 
 from .cache import provenance
 from .config import BabelConfig, describe, for_notebook, load_config

@@ -23,7 +23,6 @@ T = TypeVar("T")
 RECORDING: tuple[str, ...] = ("model", "text", "calibration", "scoring", "record")  # what one pass over a text shares
 STAGE_READS: dict[str, tuple[str, ...]] = {
     "split": ("model", "split", "seed"),
-    "split_compare": ("model", "split", "seed"),
     "record": RECORDING + ("split", "seed"),
     # the offline tuning's instructions come from the bundled UDHR whatever the text section says
     "tuning": ("model", "languages", "calibration", "heldout", "seed", "tuning"),

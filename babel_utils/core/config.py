@@ -132,8 +132,6 @@ class SplitParams:
 class SplitRaceParams:
     """01's race of our balanced k-means against k-means-constrained."""
 
-    compare_layers: str = "shallow,middle,deep"  # layers of the race; "" skips it
-    compare_swap_budgets: tuple[int, ...] = (4,)  # swap budgets raced beside kmeans_swap_rounds
 
 
 @dataclass(frozen=True)
@@ -379,7 +377,7 @@ def validate(cfg: BabelConfig) -> None:
         if getattr(cfg, key) not in allowed:
             _fail(key, getattr(cfg, key), ", ".join(map(str, allowed)))
     for key in ["calib_articles", "heldout_articles", "expert_grid", "prune_ratios", "random_seeds",
-                "compare_swap_budgets", "sweep_thresholds"]:
+                "sweep_thresholds"]:
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in getattr(cfg, key)):
             _fail(key, getattr(cfg, key), f"a list of numbers (from papermill, pass lists with -y, e.g. "
                                           f"-y '{{{key}: {list(getattr(BabelConfig, key))}}}')")

@@ -22,7 +22,6 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # data.text: which tokens are read). Their imports are followed, so a root names only where the work starts.
 STAGE_CODE: dict[str, tuple[str, ...]] = {
     "split": ("models.loading", "kinds.expert_kinds"),
-    "split_compare": ("models.loading", "split.clustering"),
     "record": ("models.loading", "data.text", "kinds.expert_kinds"),
     "tuning": ("models.loading", "analyse.tuning"),
     "pruning": ("prune.methods",),

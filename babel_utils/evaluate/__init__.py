@@ -1,10 +1,10 @@
 """Stage 8 (08_pruning_eval): scoring masked models on held-out text and tasks, with intervals.
 
-The names the notebooks call; the modules below hold the rest."""
+The names the notebooks and their readers call; the modules below hold the rest."""
 
 from .comparisons import (
-    MATCH_TOLERANCE,
     Bootstrap,
+    MATCH_TOLERANCE,
     against_dense,
     cross_language_matrix,
     describe_cross_language,

@@ -1,6 +1,6 @@
 """Every figure of the notebooks, in one style.
 
-The names the notebooks call; the modules below hold the rest."""
+The names the notebooks and their readers call; the modules below hold the rest."""
 
 from .categories import (
     category_totals_plot,

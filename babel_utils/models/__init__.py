@@ -1,6 +1,6 @@
 """Loading a model and reading its architecture: adapters, FFN hooks, the MoE view of an FFN, the LM head.
 
-The names the notebooks call; the modules below hold the rest."""
+The names the notebooks and their readers call; the modules below hold the rest."""
 
 from .adapters import d_ff, model_device, n_layers
 from .loading import load_model

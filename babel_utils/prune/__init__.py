@@ -1,6 +1,6 @@
 """Stage 7 (07_pruning): pruning masks from the frequencies, one table entry per method.
 
-The names the notebooks call; the modules below hold the rest."""
+The names the notebooks and their readers call; the modules below hold the rest."""
 
 from .masks import (
     describe_overlap,

@@ -1,6 +1,6 @@
 """Stage 2 (02_record): which experts each token selects, counted into activation frequencies.
 
-The names the notebooks call; the modules below hold the rest."""
+The names the notebooks and their readers call; the modules below hold the rest."""
 
 from .counting import frequency_table
 from .frequencies import (

@@ -1,6 +1,6 @@
 """Running the study: cached stages, the notebook runner, the `babel` command, reports and reproduction checks.
 
-The names the notebooks call; the modules below hold the rest."""
+The names the notebooks and their readers call; the modules below hold the rest."""
 
 from .pruning_eval import (
     cross_language,
@@ -13,16 +13,7 @@ from .pruning_eval import (
     split_comparison,
     xcsqa,
 )
-from .stages import (
-    expert_grid_frequencies,
-    load_kind,
-    load_labels,
-    load_masks,
-    pruning_masks,
-    record_language,
-    split,
-    split_compare,
-)
+from .stages import expert_grid_frequencies, load_kind, load_labels, load_masks, pruning_masks, record_language, split
 
 __all__ = [
     "cross_language",
@@ -39,7 +30,6 @@ __all__ = [
     "record_language",
     "run_masks",
     "split",
-    "split_compare",
     "split_comparison",
     "xcsqa",
 ]

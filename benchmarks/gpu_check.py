@@ -87,7 +87,6 @@ BF16_DENSE_PEAK_TFLOPS: tuple[tuple[str, float], ...] = (
 
 INIT_STD = 0.02  # std of the random weights (uniform: as fast to draw as it gets)
 PLACED_LAYERS = ("model.layers.2", "model.layers.3")  # part 5: these layers go to the CPU (GPU run) or disk
-GIB = 2 ** 30
 
 # (resolved) defaults of the full run and of --tiny
 FULL_DEFAULTS = dict(shape="llama2-7b", batch_size=8, seq_len=2048, batches=2, n_experts=256, notebooks="")

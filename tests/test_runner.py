@@ -104,3 +104,14 @@ def test_side_by_side_starts_a_notebook_only_after_what_it_reads_and_never_more_
     for key, reads in [("02", ["01"]), ("03", ["02"]), ("08", ["07"]), ("09", ["01", "02", "03", "04", "05", "07", "08"])]:
         assert all(order[("end", r)] < order[("start", key)] for r in reads), (key, events)
     assert {k for what, k in events if what == "end"} == {nb.name[:2] for nb in notebooks}
+
+
+@pytest.mark.parametrize("args, words", [
+    (["dequantize", "gemma-9"], ["No built-in model ['gemma-9']", "gemma-3-270m"]),
+    (["machine", "--env", "avx3"], ["Unknown kernel set 'avx3'", "avx2"]),
+])
+def test_the_helper_commands_name_bad_input(capsys, args, words):
+    assert cli.main(args) == 2
+    message = capsys.readouterr().err
+    for word in words:
+        assert word in message, message

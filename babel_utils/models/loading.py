@@ -149,6 +149,9 @@ def _gguf_parsed_once() -> Iterator[None]:
 
 def dequantize(names: Sequence[str]) -> list[Path]:
     """Dequantize several built-in models at once, one process each (the conversion is mostly one-core Python)."""
+    unknown = sorted(set(names) - set(BUILTIN_MODELS))
+    if unknown:
+        raise ValueError(f"No built-in model {unknown}; known: {', '.join(sorted(BUILTIN_MODELS))}.")
     if len(names) < 2:
         return [dequantized_path(name) for name in names]
     with ProcessPoolExecutor(len(names)) as pool:

@@ -17,7 +17,7 @@ from ..models.experts import ExpertSplit
 from ..models.hooks import ffn_input_hooks
 from ..models.topk import top_mask
 from ..record.counting import expert_scores, real_device
-from .masks import _check_mask
+from .masks import check_mask
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ def check_labels(model: nn.Module, labels: np.ndarray, mask: np.ndarray | None =
     if labels.ndim != 2 or labels.shape[0] != n_layers(model):
         raise ValueError(f"labels must be [n_layers={n_layers(model)}, d_ff]; got shape {labels.shape}.")
     if mask is not None:
-        mask = _check_mask(mask)
+        mask = check_mask(mask)
         if mask.shape[0] != labels.shape[0] or mask.shape[1] <= labels.max():
             raise ValueError(f"Mask of shape {mask.shape} does not fit labels with {labels.shape[0]} layers "
                              f"and {ExpertSplit(labels).n_experts} experts.")

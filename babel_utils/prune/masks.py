@@ -66,7 +66,8 @@ def _check_frequencies(f: np.ndarray) -> np.ndarray:
     return f
 
 
-def _check_mask(mask: np.ndarray) -> np.ndarray:
+def check_mask(mask: np.ndarray) -> np.ndarray:
+    """A mask as a bool array [layers, experts] (True = kept), or an error saying what it is instead."""
     mask = np.asarray(mask)
     if mask.dtype != bool or mask.ndim != 2:
         raise ValueError(f"A mask must be a bool array [layers, experts] (True = kept); got "
@@ -201,23 +202,23 @@ def random_mask(per_layer_counts: Sequence[int], n_experts: int, seed: int) -> n
 
 def random_masks_like(mask: np.ndarray, seeds: Sequence[int]) -> list[np.ndarray]:
     """Random masks with the same per-layer pruned counts as `mask`, one per seed."""
-    mask = _check_mask(mask)
+    mask = check_mask(mask)
     return [random_mask(pruned_per_layer(mask), mask.shape[1], seed) for seed in seeds]
 
 
 def pruned_per_layer(mask: np.ndarray) -> np.ndarray:
     """Number of pruned experts in every layer, [L]."""
-    return (~_check_mask(mask)).sum(axis=1)
+    return (~check_mask(mask)).sum(axis=1)
 
 
 def pruned_share(mask: np.ndarray) -> float:
     """Share of all experts that a mask prunes."""
-    return float((~_check_mask(mask)).mean())
+    return float((~check_mask(mask)).mean())
 
 
 def mask_overlap(mask_a: np.ndarray, mask_b: np.ndarray) -> float:
     """Jaccard index of the pruned sets of two masks (1.0 when neither prunes anything)."""
-    a, b = ~_check_mask(mask_a), ~_check_mask(mask_b)
+    a, b = ~check_mask(mask_a), ~check_mask(mask_b)
     union = (a | b).sum()
     return 1.0 if union == 0 else float((a & b).sum() / union)
 

@@ -104,11 +104,6 @@ def _languages(args: argparse.Namespace) -> int:
 def _dequantize(args: argparse.Namespace) -> int:
     from ..models import loading
 
-    unknown = sorted(set(args.names) - set(loading.BUILTIN_MODELS))
-    if unknown:
-        print(f"babel: error: no built-in model {unknown}; known: {', '.join(sorted(loading.BUILTIN_MODELS))}",
-              file=sys.stderr)
-        return 2
     for path in loading.dequantize(args.names or sorted(loading.BUILTIN_MODELS)):
         print(path)
     return 0
@@ -120,11 +115,7 @@ def _machine(args: argparse.Namespace) -> int:
     if args.other:
         print(machine.other_kernel_set())
     elif args.env:
-        if args.env not in machine.KERNEL_SETS:
-            print(f"babel: error: unknown kernel set {args.env!r}; known: {', '.join(machine.KERNEL_SETS)}.",
-                  file=sys.stderr)
-            return 2
-        print(" ".join(f"{k}={v}" for k, v in machine.KERNEL_SETS[args.env].items()))
+        print(" ".join(f"{k}={v}" for k, v in machine.kernel_environment(args.env, base={}).items()))
     else:
         print(machine.machine_info())
     return 0
@@ -180,7 +171,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "languages":
         return _languages(args)
     if args.command in ("dequantize", "machine", "tune"):
-        return {"dequantize": _dequantize, "machine": _machine, "tune": _tune}[args.command](args)
+        try:
+            return {"dequantize": _dequantize, "machine": _machine, "tune": _tune}[args.command](args)
+        except ValueError as err:
+            print(f"babel: error: {err}", file=sys.stderr)
+            return 2
     try:
         result = runner.run(args.config, args.overrides, only=_only(args.only), publish=args.publish,
                             jobs=args.jobs)

@@ -39,12 +39,6 @@ class Masks:
     ratios: tuple[float, ...]
     default_seed: int
 
-    @classmethod
-    def of_run(cls, cfg: BabelConfig, specs: Sequence[pruning.MaskSpec]) -> "Masks":
-        """The masks 07 wrote, of this config's languages."""
-        langs = [lang for lang in cfg.languages if any(s.language == lang for s in specs)]
-        return cls(tuple(s for s in specs if s.language in langs), langs, tuple(cfg.prune_ratios), cfg.random_seeds[0])
-
     @property
     def shape(self) -> tuple[int, int]:
         """(layers, experts) of every mask."""
@@ -64,12 +58,12 @@ class Masks:
 
 
 def run_masks(cfg: BabelConfig, specs: Sequence[pruning.MaskSpec]) -> Masks:
-    """07's masks for 08, with a clear error for a language of the config that has none."""
-    masks = Masks.of_run(cfg, specs)
-    missing = sorted(set(cfg.languages) - set(masks.languages))
+    """The masks 07 wrote for this config's languages, with a clear error for a language that has none."""
+    missing = [lang for lang in cfg.languages if not any(s.language == lang for s in specs)]
     if missing:
         raise ValueError(f"07_pruning made no masks for {missing}; rerun 07_pruning with these languages.")
-    return masks
+    return Masks(tuple(s for s in specs if s.language in cfg.languages), list(cfg.languages),
+                 tuple(cfg.prune_ratios), cfg.random_seeds[0])
 
 
 PHYSICAL_TOLERANCE = 1e-3  # max |logit difference| of a physically pruned copy and the masked model

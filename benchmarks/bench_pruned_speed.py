@@ -1,6 +1,6 @@
 """Does a physically pruned FFN run faster? Dense vs pruned forward time of a random-initialised model.
 
-SPEC 5 ("real speed"): a physically sliced FFN (experts removed from the weight matrices) must run
+docs/method.md section 5.2 ("real speed"): a physically sliced FFN (experts removed from the weight matrices) must run
 measurably faster than the dense one. This script builds a model of a given shape with random
 weights (no download), prunes the lowest `--ratio` of experts by random frequencies (per layer by
 default, so every layer keeps the same width; `--mode global` gives uneven widths), slices the

@@ -1,4 +1,4 @@
-"""Frequency table handling and the expert analyses of SPEC 4 on small hand-made tables."""
+"""Frequency table handling and the expert analyses of docs/method.md section 4 on small hand-made tables."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Config: defaults from SPEC.md, YAML and overrides, and errors that name the key and the fix."""
+"""Config: defaults from docs/method.md, YAML and overrides, and errors that name the key and the fix."""
 
 from __future__ import annotations
 
@@ -125,3 +125,14 @@ def test_papermill_text_for_a_list_parameter_is_read_as_a_list(key, text, want):
 def test_a_list_parameter_that_is_not_a_list_of_numbers_says_to_use_yaml():
     with pytest.raises(ValueError, match=r"prune_ratios.*pass lists with -y"):
         BabelConfig(prune_ratios="ten percent")
+
+
+def test_the_summary_names_the_run_in_two_lines_and_folds_every_value():
+    cfg = BabelConfig(languages=("en", "fr", "hi"))
+    shown = config.summary(cfg)
+    text = repr(shown)
+    assert len(text.splitlines()) == 2 and "3 languages (en, fr, hi)" in text and "runs/default/config.yaml" in text
+    html = shown._repr_html_()
+    assert "<details>" in html and all(f"{name}:" in html for name in config.FIELD_NAMES)
+    many = repr(config.summary(BabelConfig(languages=("all",))))
+    assert "in all)" in many and len(many) < 600  # 500 languages: a count, not a list

@@ -511,7 +511,7 @@ def test_mgsm_jobs_of_several_languages_share_batches(llama, tmp_path):
         with apply_mask(model, labels, s.mask):
             ref = mgsm_eval(model, tokenizer, problems, cfg.gen_max_new_tokens, batch_size=1,
                             n_generate=cfg.mgsm_generate_n, head_dtype=cfg.head_dtype)
-        got = stages.eval_mgsm(cfg, model, tokenizer, labels, s, lang)
+        got = stages.stored_result(cfg, labels, s, lang, "mgsm")
         assert got["generation"].tolist() == ref["generation"].tolist()
         np.testing.assert_allclose(got["gold_loglik"], ref["gold_loglik"], rtol=1e-5)
 

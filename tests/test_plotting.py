@@ -94,23 +94,18 @@ def test_analysis_and_similarity_plots(F):
     assert f"p = {perm.p_value:.3g}" in drawn["permutation"].axes[0].get_title()
 
 
-def test_save_figure_writes_png_and_pdf(tmp_path, monkeypatch, F):
+def test_save_figure_writes_png_and_pdf_into_the_run_only(tmp_path, monkeypatch, F):
     monkeypatch.setattr(paths, "FIGURES_DIR", tmp_path / "repo_figures")
     monkeypatch.delenv("BABEL_FIGURES_DIR", raising=False)
     fig = figures.heatmap_single(F[0], "en")
     figures.save_figure(fig, "heatmap_en", run_dir=tmp_path / "myrun")
-    repo, run = tmp_path / "repo_figures" / "myrun", tmp_path / "myrun" / "figures"
-    expected = {repo / "heatmap_en.png", repo / "heatmap_en.pdf", run / "heatmap_en.png", run / "heatmap_en.pdf"}
-    assert {p for p in tmp_path.rglob("*.p[dn][fg]")} == expected
-    for path in expected:
-        assert path.stat().st_size > 0
+    run = tmp_path / "myrun" / "figures"
+    assert {p for p in tmp_path.rglob("*.p[dn][fg]")} == {run / "heatmap_en.png", run / "heatmap_en.pdf"}
     assert (run / "heatmap_en.png").read_bytes()[:4] == b"\x89PNG"
-    assert (repo / "heatmap_en.pdf").read_bytes()[:4] == b"%PDF"
-    for fmt in ("png", "pdf"):  # rendered once, the same bytes in both places
-        assert (run / f"heatmap_en.{fmt}").read_bytes() == (repo / f"heatmap_en.{fmt}").read_bytes()
+    assert (run / "heatmap_en.pdf").read_bytes()[:4] == b"%PDF"
     assert sorted(p.name for p in run.iterdir()) == ["heatmap_en.pdf", "heatmap_en.png"]  # no temp files left
     assert plt.fignum_exists(fig.number)  # not closed: the notebook displays it
-    figures.save_figure(fig, "only_repo.png")
+    figures.save_figure(fig, "only_repo.png")  # without a run: the repository's figures/
     assert {p.name for p in (tmp_path / "repo_figures").glob("only_repo.*")} == {"only_repo.png", "only_repo.pdf"}
 
 
@@ -175,6 +170,18 @@ def test_the_family_summary_draws_each_family_against_its_random_groups():
     plt.close("all")
 
 
+def test_a_figure_that_would_compare_nothing_is_skipped_with_the_reason(tmp_path):
+    from babel_utils.analyse import families
+
+    F = np.random.default_rng(0).random((4, 4, 8))
+    one_family = families.family_summary(F, ["en", "fr", "hi", "zh"], 0.5, samples=20)  # Chinese alone: no group
+    skipped = figures.family_summary_plot(one_family, 0.05)
+    assert isinstance(skipped, figures.Skipped) and "Indo-European (3 languages)" in skipped.reason
+    assert figures.save_figure(skipped, "04_family_summary", tmp_path / "run") is skipped  # the cell shows why
+    assert not (tmp_path / "run").exists()  # and nothing is written
+    assert skipped._repr_markdown_().startswith("*No figure: a comparison of family groups needs two")
+
+
 @pytest.mark.parametrize("n", [9, 300])
 def test_the_mds_map_colours_families_marks_scripts_and_names_only_small_sets(n):
     from babel_utils.analyse import geometry
@@ -191,3 +198,30 @@ def test_the_mds_map_colours_families_marks_scripts_and_names_only_small_sets(n)
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert any(label.endswith(" script") for label in labels) and len(labels) <= 20
     plt.close(fig)
+
+
+def test_the_threshold_sweep_names_its_lines_in_words_and_has_no_zero_on_a_log_axis(F):
+    sweep = analysis.threshold_sweep(F, LANGS, [0.02, 0.05, 0.1, 0.2])
+    fig = figures.threshold_sweep_plot(sweep)
+    ax = fig.axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "high_frequency_mean" not in legend and "high-frequency (mean per language)" in legend
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.02", "0.05", "0.1", "0.2"]
+    assert ax.get_yscale() == ("log" if (sweep["count"] > 0).all() else "symlog")
+    zero = sweep.assign(count=sweep["count"].where(sweep["category"] != "specific", 0))
+    assert figures.threshold_sweep_plot(zero).axes[0].get_yscale() == "symlog"  # a 0 count stays drawable
+
+
+def test_the_layer_boxplot_puts_the_share_above_the_threshold_in_its_own_panel(F):
+    fig = figures.layer_boxplot(F, LANGS, threshold=0.05)
+    top, bottom = fig.axes  # no twin axis sharing one frame
+    assert top.get_ylabel() == figures.FREQ_LABEL and bottom.get_ylabel() == "share of experts\nwith f >= 0.05"
+    assert [b.get_height() for b in bottom.patches] == pytest.approx(list((F >= 0.05).mean(axis=(0, 2))))
+    assert len(figures.layer_boxplot(F, LANGS).axes) == 1
+
+
+def test_readable_tables_never_switch_to_scientific_notation():
+    table = pd.DataFrame({"en": [12.3456, 1283412290.0], "fr": [float("nan"), 9999.994]}, index=["dense", "random"])
+    shown = figures.readable(table)
+    assert shown.loc["dense", "en"] == "12.35" and shown.loc["random", "en"] == "1,283,412,290"
+    assert shown.loc["dense", "fr"] == "" and shown.loc["random", "fr"] == "9999.99"

@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from babel_utils import figures
 from babel_utils.core.config import BabelConfig
-from babel_utils.evaluate import comparisons
+from babel_utils.evaluate import comparisons, metrics, tasks
 from babel_utils.kinds.expert_kinds import kind_of
 from babel_utils.models.loading import load_model
 from babel_utils.prune import masks as pruning
@@ -66,24 +67,58 @@ def test_held_out_scores_every_mask_on_its_language_and_tables_read_it(run):
     assert (summary["languages"] == 3).all()
 
 
-def test_tasks_cross_language_and_the_table_of_08(run):
+def test_benchmarks_follow_the_task_table_and_say_why_a_task_is_left_out(run):
     cfg, model, tokenizer, labels, masks = run
-    mgsm = pruning_eval.mgsm(cfg, model, tokenizer, labels, masks)
-    assert mgsm.languages == ["en"] and set(mgsm.generations["mask"]) == {"dense", "sorting@0.25", "random@0.25#0"}
-    assert isinstance(mgsm.table(), pd.DataFrame)
-    none = pruning_eval.mgsm(cfg.replace(languages=("fr", "hi")), model, tokenizer, labels,
-                             pruning_eval.run_masks(cfg.replace(languages=("fr", "hi")), masks.specs))
-    assert none.languages == [] and "skipped" in none.table()
-    xcsqa = pruning_eval.xcsqa(cfg, model, tokenizer, labels, masks)
-    assert set(xcsqa["language"]) == {"en", "fr"}
-    assert len(pruning_eval.xcsqa(cfg.replace(xcsqa_dataset=""), model, tokenizer, labels, masks)) == 0
+    bench = pruning_eval.benchmarks(cfg, model, tokenizer, labels, masks)
+    assert bench.languages == {"mgsm": ["en"], "xcsqa": ["en", "fr"]} and bench.skipped == {}
+    assert set(bench.items["mask"]) == {"dense", "sorting@0.25", "random@0.25#0"}
+    assert list(bench.items.columns) == ["task", "language", "mask", *tasks.ITEM_COLUMNS]
+    mgsm = bench.items[bench.items["task"] == "mgsm"]
+    assert len(mgsm) == 3 * 2 and mgsm["correct"].count() == 3  # 2 problems per mask, 1 of them generated
+    assert {"mgsm_accuracy", "xcsqa_accuracy"} <= set(bench.metrics["metric"])
+    assert isinstance(bench.table(), pd.DataFrame)
+    assert "MGSM [en]" in bench.examples() and "X-CSQA [en]" in bench.examples()
+    right = bench.items["correct"].dropna().astype(bool).groupby(bench.items["task"]).any()
+    for task, any_right in right.items():  # a task where nothing was right says what can still be read
+        assert (f"{tasks.TASKS[task].title}: no answer was right" in bench.describe()) == (not any_right)
+    iv = comparisons.task_intervals(bench.items, comparisons.Bootstrap(50))
+    assert len(iv) == 3 + 2 * 3  # MGSM: 3 masks on en; X-CSQA: 3 masks on en and fr
+    assert ((iv["accuracy_low"] <= iv["accuracy"]) & (iv["accuracy"] <= iv["accuracy_high"])).all()
+    figure = figures.benchmark_plot(bench.metrics, bench.ratio)
+    drawn = ("mgsm_accuracy", "mgsm_gold_loglik_per_token", "xcsqa_accuracy")
+    assert [" ".join(ax.get_ylabel().split()) for ax in figure.axes] == [metrics.label(m) for m in drawn]  # wrapped
+    held = pruning_eval.held_out(cfg, model, tokenizer, labels, masks)
+    table = pruning_eval.pruning_eval_table(held, bench)
+    assert {"bits_per_byte", "mgsm_accuracy", "xcsqa_accuracy"} <= set(table["metric"])
+
+    only_fr_hi = cfg.replace(languages=("fr", "hi"), xcsqa_dataset="")
+    fr_hi_masks = pruning_eval.run_masks(only_fr_hi, masks.specs)
+    none = pruning_eval.benchmarks(only_fr_hi, model, tokenizer, labels, fr_hi_masks)
+    assert none.languages == {} and none.items.empty and isinstance(none.table(), str)
+    assert "MGSM: left out: MGSM has none of this run's languages (it has en)" in none.describe()
+    assert "X-CSQA: left out: xcsqa_dataset is empty" in none.describe()
+    assert comparisons.task_intervals(none.items).empty
+    assert figures.benchmark_plot(none.metrics, none.ratio).axes[0].texts[0].get_text().startswith("No benchmark")
+    missing = cfg.replace(mgsm_dir=str(Path(cfg.mgsm_dir) / "absent"))
+    with pytest.raises(FileNotFoundError):  # a named folder that is not there is an error, not a silent skip
+        tasks.languages_with("mgsm", missing, ["en"])
+
+
+def test_a_new_benchmark_is_one_table_entry(run, monkeypatch):
+    cfg, model, tokenizer, labels, masks = run
+    echo = dataclasses.replace(tasks.TASKS["xcsqa"], name="echo", title="Echo", plotted=())
+    monkeypatch.setitem(tasks.TASKS, "echo", echo)
+    bench = pruning_eval.benchmarks(cfg.replace(xcsqa_dataset=str(FIXTURES)), model, tokenizer, labels, masks)
+    assert bench.languages["echo"] == ["en", "fr"] and "Echo: commonsense" in bench.describe()
+    assert set(comparisons.task_intervals(bench.items, comparisons.Bootstrap(20))["task"]) == {"mgsm", "xcsqa", "echo"}
+
+
+def test_cross_language_scores_every_mask_on_every_language(run):
+    cfg, model, tokenizer, labels, masks = run
     cross = pruning_eval.cross_language(cfg, model, tokenizer, labels, masks)
     assert cross.max_tokens == 32 and cross.ratio == 0.25
     matrix = comparisons.cross_language_matrix(cross.evals, "bits_per_byte")
     assert matrix.shape == (3, 3)
-    held = pruning_eval.held_out(cfg, model, tokenizer, labels, masks)
-    table = pruning_eval.pruning_eval_table(held.evals, mgsm.metrics, xcsqa)
-    assert {"bits_per_byte", "mgsm_accuracy", "xcsqa_accuracy"} <= set(table["metric"])
 
 
 def test_split_comparison_scores_each_split_with_every_guided_method_and_the_baseline(run):

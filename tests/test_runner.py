@@ -115,3 +115,70 @@ def test_the_helper_commands_name_bad_input(capsys, args, words):
     message = capsys.readouterr().err
     for word in words:
         assert word in message, message
+
+
+def test_a_run_leaves_the_repository_figures_alone_and_publishing_replaces_a_notebooks_figures(tmp_path, monkeypatch):
+    """`babel run` writes figures only under runs/; --publish replaces the published notebooks' figures in
+    figures/<run name>/ (a figure a notebook no longer draws goes) and leaves the other notebooks' figures."""
+    import matplotlib.pyplot as plt
+
+    from babel_utils import figures
+    from babel_utils.run import runner
+
+    draws = {"01": ["01_a"], "02": ["02_new"]}
+    nbs = [tmp_path / "nb" / f"{n}_x.ipynb" for n in draws]
+    import nbformat
+
+    empty = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('run_name = "default"',
+                                                                       metadata={"tags": ["parameters"]})],
+                                     metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                              "language": "python"}})
+    for nb in nbs:
+        nb.parent.mkdir(exist_ok=True)
+        nbformat.write(empty, nb)
+    original = nbs[0].read_text()
+    monkeypatch.setattr(runner, "notebooks", lambda only=(): [nb for nb in nbs if not only or nb.name[:2] in only])
+
+    def execute(notebook, out, parameters):
+        for stem in draws[notebook.name[:2]]:
+            figures.save_figure(plt.figure(), stem, out)
+        (out / notebook.name).write_text('{"executed": true}')
+        return out / notebook.name
+
+    monkeypatch.setattr(runner, "execute", execute)
+    published = paths.figures_dir("smoke")
+    (published / "02_old.png").parent.mkdir(parents=True)
+    (published / "02_old.png").write_bytes(b"stale")
+    result = runner.run(SMOKE)
+    assert sorted(p.name for p in paths.run_figures_dir(result.run_dir).iterdir()) == [
+        "01_a.pdf", "01_a.png", "02_new.pdf", "02_new.png"]
+    assert sorted(p.name for p in published.iterdir()) == ["02_old.png"]  # a user's run: nothing published
+    assert nbs[0].read_text() == original
+    draws["01"] = ["01_b"]
+    runner.run(SMOKE, only=["01"], publish=True)
+    assert sorted(p.name for p in paths.run_figures_dir(result.run_dir).iterdir()) == [
+        "01_b.pdf", "01_b.png", "02_new.pdf", "02_new.png"]  # 01_a is no longer drawn: gone from the run too
+    assert sorted(p.name for p in published.iterdir()) == ["01_b.pdf", "01_b.png", "02_old.png"]
+    assert nbs[0].read_text() == '{"executed": true}' and nbs[1].read_text() == original
+
+
+def test_durations_read_as_a_person_says_them():
+    from babel_utils.run.runner import minutes
+    assert [minutes(s) for s in (0.4, 48.2, 59.6, 519.0, 3600)] == ["0 s", "48 s", "1 min 0 s", "8 min 39 s",
+                                                                     "60 min 0 s"]
+
+
+def test_babel_run_ends_by_saying_where_everything_is_and_what_to_open_first(monkeypatch, capsys, tmp_path):
+    from pathlib import Path
+
+    from babel_utils.run import runner
+
+    run_dir = tmp_path / "runs" / "smoke"
+    result = runner.RunResult(run_dir=run_dir, notebooks=[run_dir / "01_split.ipynb", run_dir / "02_record.ipynb"],
+                              seconds={"01_split.ipynb": 30.0, "02_record.ipynb": 50.0})
+    monkeypatch.setattr(runner, "run", lambda *args, **kwargs: result)
+    assert cli.main(["run", SMOKE]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("Done: 2 notebook(s) in 0 s, everything under ") and out[0].endswith("smoke/")
+    assert out[1] == "  executed notebooks: 01_split.ipynb, 02_record.ipynb"
+    assert out[-1] == f"Open {Path(run_dir / '01_split.ipynb')} first (`make lab` starts JupyterLab)."

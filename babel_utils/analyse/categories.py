@@ -1,4 +1,4 @@
-"""High-frequency, shared and language-specific experts, where they sit, and instruction tuning (SPEC 4).
+"""High-frequency, shared and language-specific experts, where they sit, instruction tuning (docs/method.md section 4).
 
 Every function takes frequencies `F` of shape [n_lang, L, E] (see `frequencies.frequency_array`).
 """
@@ -17,7 +17,7 @@ from ..core.languages import language_name
 
 log = logging.getLogger(__name__)
 
-# SPEC 4: an expert is high-frequency for a language when f >= 0.05 (config key high_freq_threshold).
+# docs/method.md section 4: an expert is high-frequency for a language when f >= 0.05 (config key high_freq_threshold).
 HIGH_FREQ_THRESHOLD: float = BabelConfig.high_freq_threshold
 DEPTHS: tuple[str, ...] = ("shallow", "middle", "deep")
 
@@ -135,7 +135,7 @@ def threshold_sweep(F: np.ndarray, languages: Sequence[str], thresholds: Sequenc
 
 @dataclass
 class TuningDiff:
-    """How instruction tuning moves the frequencies (SPEC 4)."""
+    """How instruction tuning moves the frequencies (docs/method.md section 4)."""
 
     per_layer: pd.DataFrame  # language, layer, mean_abs_change
     top_layer: pd.DataFrame  # language, layer, mean_abs_change: the layer that changes most

@@ -1,4 +1,4 @@
-"""Similarity between languages' frequency patterns, clustering and tests of family structure (SPEC 4).
+"""Similarity of languages' frequency patterns, clustering and tests of family structure (docs/method.md section 4).
 
 Frequencies `F` have shape [n_lang, L, E]; matrices come back as DataFrames labelled by language.
 The metrics are the table METRICS: "euclidean" (a distance), "kl" (KL(P_i || P_j), not symmetric),
@@ -24,7 +24,7 @@ from ..core.languages import LANGUAGES, language_name
 
 log = logging.getLogger(__name__)
 
-KL_SMOOTHING: float = BabelConfig.kl_smoothing  # SPEC 4: added to every frequency before normalising
+KL_SMOOTHING: float = BabelConfig.kl_smoothing  # docs/method.md section 4: added to every frequency before normalising
 
 
 def _require_two(languages: Sequence[str]) -> None:

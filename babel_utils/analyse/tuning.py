@@ -1,5 +1,5 @@
-"""A short, reproducible instruction tuning of the base model, for notebook 06 (SPEC 4): the training loop and its
-stored result (the instructions are built in instruction_data.py, the adapters in lora.py).
+"""A short, reproducible instruction tuning of the base model, for notebook 06 (docs/method.md section 4): the
+training loop and its stored result (the instructions are built in instruction_data.py, the adapters in lora.py).
 
 The paper compares base models with their released instruction-tuned variants. Offline there is
 no such pair of one model, so `cfg.tuned_model = ""` makes one here, and says so plainly: a short
@@ -51,7 +51,7 @@ from ..core import cache, results
 from ..core.config import BabelConfig
 from ..core.fingerprint import code_fingerprint
 from ..core.paths import RESOURCES_DIR
-from ..models import loading as models
+from ..models import loading
 from ..models.adapters import body, layers, output_logits
 from .instruction_data import (
     Encoded,
@@ -239,8 +239,8 @@ def _load_stage(folder: Path, cfg: BabelConfig, base: PreTrainedModel) -> tuple[
         tuned = copy.deepcopy(base)
         merge_adapter(tuned, load_file(str(folder / ADAPTER_FILE)), float(summary["lora_scale"]))
     else:
-        dev = models.resolve_device(cfg.device)
-        tuned = AutoModelForCausalLM.from_pretrained(folder / "model", dtype=models.resolve_dtype(cfg.dtype, dev))
+        dev = loading.resolve_device(cfg.device)
+        tuned = AutoModelForCausalLM.from_pretrained(folder / "model", dtype=loading.resolve_dtype(cfg.dtype, dev))
         tuned = tuned.to(dev)
     tuned.eval()
     tuned.requires_grad_(False)
@@ -278,7 +278,7 @@ def write_committed(cfg: BabelConfig) -> Path:
         raise ValueError("tuned_model is set: there is nothing to tune offline.")
     if cfg.tuning_rank < 1:
         raise ValueError("Only LoRA adapters (tuning_rank >= 1) are small enough to commit.")
-    model, tokenizer = models.load_model(cfg.model, cfg.dtype, cfg.device, cfg.device_map)
+    model, tokenizer = loading.load_model(cfg.model, cfg.dtype, cfg.device, cfg.device_map)
     history, summary, adapter = tune(model, tokenizer, cfg)
     target = committed_dir(cfg)
     _write_stage(target, cfg, model, tokenizer, history, summary, adapter)
@@ -301,7 +301,7 @@ def load_tuned(cfg: BabelConfig, model: PreTrainedModel, tokenizer: PreTrainedTo
                labels: np.ndarray) -> Tuned:
     """`cfg.tuned_model` when set (a released instruct model), else the offline short tuning of `model`."""
     if cfg.tuned_model:
-        tuned, tok = models.load_model(cfg.tuned_model, cfg.dtype, cfg.device, cfg.device_map)
+        tuned, tok = loading.load_model(cfg.tuned_model, cfg.dtype, cfg.device, cfg.device_map)
         out = Tuned(tuned, tok, name=cfg.tuned_model, label=f"the instruction-tuned model {cfg.tuned_model}",
                     folder=None, history=pd.DataFrame(columns=["step", "loss", "target_tokens"]), meta={})
     else:

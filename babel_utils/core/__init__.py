@@ -3,7 +3,7 @@
 The names the notebooks and their readers call; the modules below hold the rest."""
 
 from .cache import provenance
-from .config import BabelConfig, describe, for_notebook, load_config
+from .config import BabelConfig, describe, for_notebook, load_config, summary
 from .machine import describe_machine
 from .paths import results_dir, run_dir
 from .results import load, package_versions, save
@@ -20,4 +20,5 @@ __all__ = [
     "results_dir",
     "run_dir",
     "save",
+    "summary",
 ]

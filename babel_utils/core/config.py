@@ -1,4 +1,4 @@
-"""The run configuration: one frozen dataclass holding every parameter of SPEC.md and its default."""
+"""The run configuration: one frozen dataclass holding every parameter of docs/method.md and its default."""
 
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ class EvalLanguageParams:
 
 @dataclass(frozen=True)
 class TextParams:
-    """Where the text comes from and how it is packed (SPEC 3, issue 2 section 3)."""
+    """Where the text comes from and how it is packed (docs/method.md section 3, issue 2 section 3)."""
 
     text_source: str = "udhr"
     text_dataset: str = ""  # hub id or local path, for text_source="hf"
@@ -119,7 +119,7 @@ class SeedParams:
 
 @dataclass(frozen=True)
 class SplitParams:
-    """How each FFN is split into experts (SPEC 2, notebook 01)."""
+    """How each FFN is split into experts (docs/method.md section 2, notebook 01)."""
 
     n_experts: int = 256
     split_method: str = "kmeans"
@@ -143,7 +143,7 @@ class ScoringParams:
 
 @dataclass(frozen=True)
 class RecordParams:
-    """Which experts a token selects and over how much text they are counted (SPEC 3, notebook 02)."""
+    """Which experts a token selects and over how much text they are counted (docs/method.md section 3, notebook 02)."""
 
     token_budget: int = 0  # calibration tokens per language; 0 = the smallest language's count
     normalize: str = "zscore"
@@ -185,7 +185,7 @@ class FamilyParams:
 
 @dataclass(frozen=True)
 class SimilarityParams:
-    """05's language similarity: divergences, tests, dendrogram and the expert grid (SPEC 4)."""
+    """05's language similarity: divergences, tests, dendrogram and the expert grid (docs/method.md section 4)."""
 
     kl_smoothing: float = 1e-6
     n_permutations: int = 10000
@@ -214,7 +214,7 @@ class TuningParams:
 
 @dataclass(frozen=True)
 class PruningParams:
-    """The masks of 07 (SPEC 5)."""
+    """The masks of 07 (docs/method.md section 5)."""
 
     prune_ratios: tuple[float, ...] = (0.10, 0.25, 0.50)
     prune_layer_mode: str = "global"
@@ -251,7 +251,7 @@ class IntervalParams:
 
 @dataclass(frozen=True)
 class MgsmParams:
-    """MGSM (SPEC 5)."""
+    """MGSM (docs/method.md sections 5.2 and 5.4)."""
 
     mgsm_dir: str = ""  # "" = paths.mgsm_dir(); a hub id loads the Hugging Face form
     mgsm_n: int = 25  # problems per language scored by the gold answer's log-likelihood (0 = all 250)
@@ -261,7 +261,7 @@ class MgsmParams:
 
 @dataclass(frozen=True)
 class XcsqaParams:
-    """X-CSQA (SPEC 5)."""
+    """X-CSQA (docs/method.md sections 5.2 and 5.4)."""
 
     xcsqa_dataset: str = ""  # "" = skip; "INK-USC/xcsr" or a local folder in its schema
     xcsqa_n: int = 50
@@ -308,7 +308,7 @@ class BabelConfig(TimingParams, ComparisonParams, XcsqaParams, MgsmParams, Inter
                   HighFrequencyParams, HeatmapParams, RecordParams, ScoringParams, SplitRaceParams, SplitParams,
                   SeedParams, HeldoutParams, CalibrationParams, TextParams, EvalLanguageParams, LanguageParams, HeadParams,
                   BatchingParams, ModelParams, RunParams):
-    """Every parameter of a run, with the defaults of SPEC.md: the union of the sections (bases listed
+    """Every parameter of a run, with the defaults docs/method.md states: the union of the sections (bases listed
     last-first because a dataclass collects its bases' fields in reverse order; `to_dict` follows SECTIONS)."""
 
     def __post_init__(self) -> None:
@@ -552,8 +552,41 @@ def evaluation_view(cfg: BabelConfig) -> BabelConfig:
 
 
 def describe(cfg: BabelConfig) -> str:
-    """Every value of a config, one `key: value` per line (what the top of each executed notebook shows)."""
+    """Every value of a config, one `key: value` per line (what each executed notebook folds under its summary)."""
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True, width=120).rstrip()
+
+
+@dataclass(frozen=True)
+class ConfigSummary:
+    """What a notebook ran on, in two lines, with every value of the config folded below (in HTML, as Jupyter and
+    the documentation show it) or named by its file (as text)."""
+
+    cfg: BabelConfig
+
+    def lines(self) -> list[str]:
+        """The summary: model, languages, experts, text; where the parameters and the full config are."""
+        cfg, n = self.cfg, len(self.cfg.languages)
+        languages = ", ".join(cfg.languages) if n <= 12 else f"{', '.join(cfg.languages[:8])}, ... ({n} in all)"
+        budget = f"{cfg.token_budget} calibration tokens" if cfg.token_budget else "the smallest language's tokens"
+        return [f"Run {cfg.run_name!r}: {cfg.model} ({cfg.dtype}), {n} languages ({languages}), {cfg.n_experts} "
+                f"experts per layer, text {cfg.text_source} ({budget} per language), seed {cfg.seed}.",
+                f"This notebook's own knobs are its parameters cell; all {len(FIELD_NAMES)} values of the config are "
+                f"in runs/{cfg.run_name}/config.yaml."]
+
+    def __repr__(self) -> str:
+        return "\n".join(self.lines())
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        head, tail = self.lines()
+        return (f"<p>{escape(head)}<br>{escape(tail)}</p><details><summary>Every value of the config "
+                f"({len(FIELD_NAMES)})</summary><pre>{escape(describe(self.cfg))}</pre></details>")
+
+
+def summary(cfg: BabelConfig) -> ConfigSummary:
+    """What a notebook ran on: a two-line summary with the whole config folded under it."""
+    return ConfigSummary(cfg)
 
 
 def save_config(cfg: BabelConfig, path: str | Path) -> None:

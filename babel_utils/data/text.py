@@ -3,7 +3,8 @@
 Text sources (`BabelConfig.text_source`), each split into calibration and held-out text:
 - "udhr": the bundled UDHR, one document per article, in every language of babel_utils.core.languages
   (511 declarations: the paper's nine as `<lang>.jsonl`, all of them in udhr.jsonl.gz); articles
-  `calib_articles` for calibration and `heldout_articles` for evaluation (SPEC 3; defaults 1-20 and 21-30).
+  `calib_articles` for calibration and `heldout_articles` for evaluation (docs/method.md section 3; defaults
+  1-20 and 21-30).
 - "hf": a Hugging Face dataset (hub id) or a local file / folder (.parquet, .json, .jsonl, .csv,
   .txt); one document per row of `text_column`; the last `heldout_fraction` of the rows is held out.
 - "files": one local UTF-8 text file per language (`text_files`), documents separated by blank

@@ -17,14 +17,14 @@ from .comparisons import (
     guided_vs_random,
     layerwise_vs_sorting,
     match_table,
-    mgsm_intervals,
     own_mask_intervals,
+    task_intervals,
     verdict,
 )
 
 __all__ = [
-    "Bootstrap",
     "MATCH_TOLERANCE",
+    "Bootstrap",
     "against_dense",
     "cross_language_matrix",
     "describe_cross_language",
@@ -37,7 +37,7 @@ __all__ = [
     "guided_vs_random",
     "layerwise_vs_sorting",
     "match_table",
-    "mgsm_intervals",
     "own_mask_intervals",
+    "task_intervals",
     "verdict",
 ]

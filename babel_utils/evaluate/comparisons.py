@@ -355,19 +355,18 @@ def describe_split_intervals(table: pd.DataFrame, reference: str) -> str:
     return "\n".join(lines)
 
 
-def mgsm_intervals(generations: pd.DataFrame, boot: Bootstrap = Bootstrap()) -> pd.DataFrame:
-    """Per language and mask: MGSM accuracy with its Wilson interval (over the generated problems) and the
-    gold answer's mean log-likelihood per token with a bootstrap interval over every problem (`generations`:
-    one row per problem, columns lang, mask, correct (NA where not generated), gold_loglik_mean)."""
+def task_intervals(items: pd.DataFrame, boot: Bootstrap = Bootstrap()) -> pd.DataFrame:
+    """Per task, language and mask: accuracy with its Wilson interval over the items answered (`correct` not NA)
+    and the mean item score with a bootstrap interval over every item (`items`: one row per item, columns
+    task, language, mask, correct, score, as tasks.ITEM_COLUMNS)."""
     rows = []
-    for (lang, mask), part in generations.groupby(["lang", "mask"], sort=False):
+    for (task, lang, mask), part in items.groupby(["task", "language", "mask"], sort=False):
         answered = part["correct"].dropna().astype(bool)
         acc = wilson(int(answered.sum()), len(answered), boot.level)
-        ll = bootstrap_mean(part["gold_loglik_mean"].to_numpy(), boot.n, boot.level, boot.seed)
-        rows.append({"language": lang, "mask": mask, "problems": len(part), "generated": len(answered),
-                     "accuracy": acc.estimate,
-                     "accuracy_low": acc.low, "accuracy_high": acc.high, "gold_loglik_per_token": ll.estimate,
-                     "loglik_low": ll.low, "loglik_high": ll.high})
+        score = bootstrap_mean(part["score"].to_numpy(dtype=float), boot.n, boot.level, boot.seed)
+        rows.append({"task": task, "language": lang, "mask": mask, "items": len(part), "answered": len(answered),
+                     "accuracy": acc.estimate, "accuracy_low": acc.low, "accuracy_high": acc.high,
+                     "score": score.estimate, "score_low": score.low, "score_high": score.high})
     return pd.DataFrame(rows)
 
 

@@ -1,4 +1,4 @@
-"""Log-probabilities and generation: what every evaluation of a (pruned) model is made of (SPEC section 5).
+"""Log-probabilities and generation: what every evaluation of a (pruned) model is made of (docs/method.md section 5).
 
 - Perplexity and bits per byte of held-out text (`perplexity_many`). Texts are packed with
   `data.pack_tokens` (budget `eval_max_tokens`), the FULL model runs (its LM head at `head_dtype`,

@@ -1,4 +1,4 @@
-"""The evaluation tasks, one table entry each: held-out text, MGSM and X-CSQA (SPEC section 5).
+"""The evaluation tasks, one table entry each: held-out text, MGSM and X-CSQA (docs/method.md section 5).
 
 - held-out: perplexity and bits per byte (`scoring.perplexity_many`).
 - MGSM (`mgsm_eval_many`): zero-shot prompt "Question: {question}\\nAnswer:", the same English markers for
@@ -9,7 +9,7 @@
   "Question: {stem}\\nAnswer:"; predicted = argmax of the log-likelihood divided by the number of
   characters of the continuation (" " + choice), as lm-eval's acc_norm (the unnormalised argmax
   is reported beside it).
-A new task is one `Task` in `TASKS` (and its metrics in `metrics.METRICS`).
+A new task is one `Task` in `TASKS` (and its metrics in `metrics.METRICS`); 08's benchmark cells follow from it.
 """
 
 from __future__ import annotations
@@ -310,9 +310,44 @@ def _summarise_xcsqa(result: pd.DataFrame) -> dict[str, float]:
     return {"xcsqa_accuracy": float(result["correct"].mean())}
 
 
+# One row per benchmark item, the same columns for every task: what 08's tables, intervals and examples read.
+ITEM_COLUMNS = ("item", "answer", "output", "predicted", "correct", "score")
+
+
+def _mgsm_items(result: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "item": result["question"].astype(str), "answer": result["answer"].astype(str),
+        "output": result["generation"].fillna("").astype(str),
+        "predicted": [("" if p is None or pd.isna(p) else f"{p:g}") for p in result["predicted"]],
+        "correct": result["correct"].astype("boolean"), "score": result["gold_loglik_mean"].astype(float)})
+
+
+def _xcsqa_items(result: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "item": result["stem"].astype(str), "answer": [f"choice {i}" for i in result["answer_index"]], "output": "",
+        "predicted": [f"choice {i}" for i in result["predicted"]], "correct": result["correct"].astype("boolean"),
+        "score": [float(norm[i]) for norm, i in zip(result["loglik_norm"], result["answer_index"])]})
+
+
+def _mgsm_missing(cfg: BabelConfig) -> str:
+    try:
+        offered = data.mgsm_languages(cfg.mgsm_dir)
+    except FileNotFoundError:
+        return (f"no MGSM data at {cfg.mgsm_dir or data.mgsm_dir()}: set mgsm_dir to a folder of mgsm_<lang>.tsv "
+                "files or to the hub id juletxara/mgsm (or BABEL_MGSM_DIR).")
+    return f"MGSM has none of this run's languages (it has {', '.join(offered)})."
+
+
+def _xcsqa_missing(cfg: BabelConfig) -> str:
+    if not cfg.xcsqa_dataset:
+        return "xcsqa_dataset is empty: set it to INK-USC/xcsr or a local copy in its layout."
+    return f"X-CSQA has none of this run's languages (it has {', '.join(data.XCSQA_LANGUAGES)})."
+
+
 @dataclass(frozen=True)
 class Task:
-    """One evaluation task: how variants of the model are run on it and what its cached result yields."""
+    """One evaluation task: how variants of the model are run on it, what its cached result yields, and how 08
+    presents it. A benchmark (a task with `items`) gets 08's benchmark cells: table, figure, intervals, example."""
 
     name: str
     run: Callable[..., list[Any]]  # (cfg, model, tokenizer, evaluated language of each variant, select) -> results
@@ -320,6 +355,12 @@ class Task:
     has_language: Callable[[BabelConfig, str], bool]
     reads: tuple[str, ...]  # config sections a result depends on besides the mask, labels and language: its key
     languages_share_batches: bool = False  # variants of different languages in one batch (generation)
+    title: str = ""  # how tables and figures name the task
+    about: str = ""  # what it measures and how, in one sentence for 08's reader
+    items: Callable[[Any], pd.DataFrame] | None = None  # a cached result -> one row per item (ITEM_COLUMNS)
+    score: str = ""  # what an item's `score` is (its interval is a bootstrap over items)
+    plotted: tuple[str, ...] = ()  # metrics drawn in 08's benchmark figure
+    missing: Callable[[BabelConfig], str] = lambda cfg: ""  # why a run has none of its languages
 
 
 # Every task's result depends on the model, the batch layout and the score of dynamic top-k; the mask, the
@@ -328,12 +369,26 @@ class Task:
 _MODEL = ("model", "batching", "scoring", "head")
 
 TASKS: dict[str, Task] = {t.name: t for t in (
-    Task("heldout", _heldout, _summarise_heldout, lambda cfg, lang: True, _MODEL + ("text", "heldout", "heldout_eval")),
+    Task("heldout", _heldout, _summarise_heldout, lambda cfg, lang: True, _MODEL + ("text", "heldout", "heldout_eval"),
+         title="held-out text", about="perplexity and bits per byte of held-out UDHR text"),
     Task("mgsm", _mgsm, _summarise_mgsm, lambda cfg, lang: lang in _mgsm_languages(cfg.mgsm_dir),
-         _MODEL + ("mgsm",), languages_share_batches=True),
+         _MODEL + ("mgsm",), languages_share_batches=True, title="MGSM",
+         about="grade-school arithmetic word problems: zero-shot 'Question: ...\\nAnswer:', the number read from a "
+               "greedy generation (accuracy) and the log-likelihood of the gold answer",
+         items=_mgsm_items, score="gold answer's log-likelihood per token (nats)",
+         plotted=("mgsm_accuracy", "mgsm_gold_loglik_per_token"), missing=_mgsm_missing),
     Task("xcsqa", _xcsqa, _summarise_xcsqa,
-         lambda cfg, lang: bool(cfg.xcsqa_dataset) and xcsqa_has(cfg.xcsqa_dataset, lang), _MODEL + ("xcsqa",)),
+         lambda cfg, lang: bool(cfg.xcsqa_dataset) and xcsqa_has(cfg.xcsqa_dataset, lang), _MODEL + ("xcsqa",),
+         title="X-CSQA", about="commonsense multiple choice: each choice's log-likelihood per character after "
+                               "'Question: ...\\nAnswer:', the best one taken",
+         items=_xcsqa_items, score="gold choice's log-likelihood per character (nats)",
+         plotted=("xcsqa_accuracy",), missing=_xcsqa_missing),
 )}
+
+
+def benchmark_tasks() -> list[str]:
+    """The tasks 08 runs as benchmarks on the task masks (every task with items; held-out text has its own cells)."""
+    return [name for name, task in TASKS.items() if task.items is not None]
 
 
 def check_task(name: str) -> Task:

@@ -35,12 +35,12 @@ from .languages import (
 from .pruning import (
     KEEP_DROP_COLOURS,
     against_dense_plot,
+    benchmark_plot,
     keep_drop_map,
     metric_vs_ratio_plot,
     percent_matrix_plot,
     pruned_share_plot,
     split_comparison_plot,
-    task_bars_plot,
 )
 from .split import split_objective_plot
 from .style import (
@@ -50,6 +50,7 @@ from .style import (
     GREY,
     MANY_LANGUAGES,
     MANY_PAIRS,
+    Skipped,
     family_colour,
     family_legend,
     family_order,
@@ -62,6 +63,7 @@ from .style import (
     one_by_one,
     order_by_mean_frequency,
     outside_legend,
+    readable,
     save_figure,
     set_style,
 )
@@ -76,9 +78,11 @@ __all__ = [
     "KEEP_DROP_COLOURS",
     "MANY_LANGUAGES",
     "MANY_PAIRS",
+    "Skipped",
     "SCRIPT_MARKERS",
     "activation_level_plot",
     "against_dense_plot",
+    "benchmark_plot",
     "category_map",
     "category_totals_plot",
     "counts_per_layer_plot",
@@ -110,6 +114,7 @@ __all__ = [
     "one_by_one",
     "order_by_mean_frequency",
     "outside_legend",
+    "readable",
     "overlap_plot",
     "pair_interval_plot",
     "per_layer_curve_plot",
@@ -122,7 +127,6 @@ __all__ = [
     "set_style",
     "split_comparison_plot",
     "split_objective_plot",
-    "task_bars_plot",
     "threshold_sweep_plot",
     "tuning_loss_plot",
 ]

@@ -8,13 +8,13 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ..core.languages import language_name
 from .style import (
     MANY_LANGUAGES,
+    Skipped,
     family_colour,
     family_legend,
     family_order,
@@ -41,14 +41,30 @@ def counts_per_layer_plot(df: pd.DataFrame) -> Figure:
     return fig
 
 
+SWEEP_LABELS = {"shared": "shared by all languages", "specific": "language-specific (all languages)",
+                "high_frequency_mean": "high-frequency (mean per language)"}
+
+
 def threshold_sweep_plot(df: pd.DataFrame) -> Figure:
-    """Counts of shared, specific and mean high-frequency experts against the threshold."""
+    """Counts of shared, specific and mean high-frequency experts against the threshold (log axes where the counts
+    allow: they span orders of magnitude; symlog with a linear part below 1 where some count is 0)."""
     fig, ax = plt.subplots(figsize=(6.5, 4.0), constrained_layout=True)
-    sns.lineplot(data=df, x="threshold", y="count", hue="category", marker="o", ax=ax)
-    ax.set(xlabel="frequency threshold (share of tokens)", ylabel="number of experts",
+    for i, (category, part) in enumerate(df.groupby("category", sort=False)):
+        part = part.sort_values("threshold")
+        ax.plot(part["threshold"], part["count"], marker="o", color=f"C{i}",
+                label=SWEEP_LABELS.get(str(category), str(category)))
+    thresholds = sorted(df["threshold"].unique())
+    ax.set_xscale("log")
+    ax.set_xticks(thresholds, [f"{t:g}" for t in thresholds])
+    ax.minorticks_off()
+    if (df["count"] > 0).all():
+        ax.set_yscale("log")
+    else:
+        ax.set_yscale("symlog", linthresh=1)
+        ax.set_ylim(bottom=0)
+    ax.set(xlabel="high-frequency threshold (share of a language's tokens)", ylabel="number of experts",
            title="Expert counts against the high-frequency threshold")
-    ax.set_yscale("symlog", linthresh=1)
-    ax.set_ylim(bottom=0)
+    ax.legend(frameon=False, fontsize="small")
     return fig
 
 
@@ -88,10 +104,15 @@ def category_totals_plot(totals: pd.DataFrame) -> Figure:
     return fig
 
 
-def family_summary_plot(table: pd.DataFrame, alpha: float = 0.05, kind: str = "family") -> Figure:
+def family_summary_plot(table: pd.DataFrame, alpha: float = 0.05, kind: str = "family") -> Figure | Skipped:
     """Per family (rows, largest first): its shared and own experts (bars) against random groups of as many
-    languages (black ticks: their mean), a star where the family's count is beyond them (p < alpha)."""
-    n = max(1, len(table))
+    languages (black ticks: their mean), a star where the family's count is beyond them (p < alpha). With fewer
+    than two families large enough for the test, no figure (a single bar compares nothing): `Skipped`."""
+    if len(table) < 2:
+        which = ", ".join(f"{g} ({m} languages)" for g, m in zip(table[kind], table["n_languages"])) or "none"
+        return Skipped(f"a comparison of {kind} groups needs two with enough languages; this run has {which}. "
+                       "The sentence below gives its numbers.")
+    n = len(table)
     fig, axes = plt.subplots(1, 2, figsize=(10.0, 1.6 + 0.28 * n), sharey=True, constrained_layout=True)
     y = np.arange(len(table))
     labels = [f"{g} ({m})" for g, m in zip(table[kind], table["n_languages"])]

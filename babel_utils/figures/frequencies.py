@@ -63,7 +63,7 @@ def layer_distribution(F: np.ndarray, languages: Sequence[str]) -> Figure:
     outside_legend(fig, ax)
     language_lines(ax, tidy, "p90", ls="--", lw=0.8)
     ax.set(xlabel="layer", ylabel=FREQ_LABEL, ylim=(0, None),
-           title="Frequency per layer: mean (solid) and 90th percentile (dashed) of experts")
+           title="Per layer: mean (solid) and 90th percentile (dashed)")
     return fig
 
 
@@ -85,25 +85,29 @@ CATEGORY_COLOURS = {"not high-frequency": "#f2f2f2", "high in some languages": "
 
 def layer_boxplot(F: np.ndarray, languages: Sequence[str], threshold: float | None = None) -> Figure:
     """Per layer, the distribution of expert frequencies pooled over languages (box: quartiles, whiskers:
-    5th-95th percentile), with the high-frequency threshold and each layer's share of experts above it."""
+    5th-95th percentile) with the high-frequency threshold, and under it each layer's share of experts at or above
+    the threshold (two panels on one layer axis, not twin axes that a reader would mix up)."""
     F = np.asarray(F, dtype=np.float64)
     n_layers = F.shape[1]
     values = [F[:, layer, :].ravel() for layer in range(n_layers)]
-    fig, ax = plt.subplots(figsize=(max(7.0, 0.3 * n_layers + 3.0), 4.2), constrained_layout=True)
+    panels = 2 if threshold is not None else 1
+    fig, axes = plt.subplots(panels, 1, figsize=(max(7.0, 0.3 * n_layers + 3.0), 4.2 + 1.8 * (panels - 1)),
+                             sharex=True, squeeze=False, constrained_layout=True,
+                             gridspec_kw={"height_ratios": [3, 1.3][:panels]})
+    ax = axes[0, 0]
     ax.boxplot(values, positions=range(n_layers), whis=(5, 95), showfliers=False, widths=0.6,
                medianprops={"color": "C3"}, patch_artist=True, boxprops={"facecolor": "0.85"})
-    ax.set_xticks(range(n_layers), [str(i) if n_layers <= 40 or i % 5 == 0 else "" for i in range(n_layers)])
-    ax.set(xlabel="layer", ylabel=FREQ_LABEL, ylim=(0, None),
+    ax.set(ylabel=FREQ_LABEL, ylim=(0, None),
            title=f"Expert frequencies per layer ({len(languages)} languages pooled; whiskers 5th-95th percentile)")
+    bottom = axes[-1, 0]
+    bottom.set_xticks(range(n_layers), [str(i) if n_layers <= 40 or i % 5 == 0 else "" for i in range(n_layers)])
+    bottom.set_xlabel("layer")
     if threshold is not None:
-        ax.axhline(threshold, color="C0", ls="--", lw=1, label=f"high-frequency threshold {threshold:g}")
+        ax.axhline(threshold, color="0.3", ls="--", lw=1, label=f"high-frequency threshold {threshold:g}")
+        ax.legend(loc="upper left", frameon=False, fontsize="small")
         share = (F >= threshold).mean(axis=(0, 2))
-        ax2 = ax.twinx()
-        ax2.plot(range(n_layers), share, color="C0", marker=".", lw=1, label="share of experts above it")
-        ax2.set_ylabel("share of experts >= threshold", color="C0")
-        ax2.set_ylim(0, max(0.05, float(share.max()) * 1.1))
-        handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-        ax.legend(handles=handles, loc="upper left", frameon=False, fontsize="small")
+        bottom.bar(range(n_layers), share, color="C0", width=0.6)
+        bottom.set(ylabel=f"share of experts\nwith f >= {threshold:g}", ylim=(0, 1))
     return fig
 
 

@@ -254,7 +254,10 @@ def expert_grid_plot(grid: pd.DataFrame, alpha: float = 0.05) -> Figure:
     axes[1].plot(n, grid["p_value"], marker="o", color="C3")
     axes[1].axhline(alpha, color="0.5", ls="--", lw=1, label=f"α = {alpha:g}")
     axes[1].set_yscale("log")
-    axes[1].set(ylabel="permutation p-value", title="Genus test")
+    low, high = min(float(grid["p_value"].min()), alpha) / 1.5, min(1.0, max(float(grid["p_value"].max()), alpha) * 1.5)
+    ticks = [v for v in (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0) if low <= v <= high]
+    axes[1].set_yticks(ticks, [f"{v:g}" for v in ticks])  # plain numbers: a log axis with one "10^-2" reads as none
+    axes[1].set(ylabel="permutation p-value", title="Genus test", ylim=(low, high))
     axes[1].legend(frameon=False)
     axes[2].plot(n, grid["spearman_vs_reference"], marker="o", color="C2")
     axes[2].set(ylabel="Spearman ρ of pair distances", title="Agreement with the reference split", ylim=(None, 1.02))

@@ -6,7 +6,7 @@ backend displays it."""
 from __future__ import annotations
 
 import math
-from typing import Sequence
+import textwrap
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -15,6 +15,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ..core.languages import language_name
+from ..evaluate.metrics import label as metric_label
+from ..evaluate.tasks import TASKS
 from ..prune.masks import DENSE
 from ..prune.methods import BASELINE, METHODS, Method
 from ..prune.methods import colour as method_colour
@@ -161,28 +163,39 @@ def metric_vs_ratio_plot(df: pd.DataFrame, metric: str, label: str, log_scale: b
     return fig
 
 
-def task_bars_plot(df: pd.DataFrame, metrics: Sequence[str], labels: Sequence[str], title: str) -> Figure:
-    """Grouped bars: per language (x) one bar per mask (colour), one panel per metric."""
-    masks = list(dict.fromkeys(df["mask"]))
-    langs = list(dict.fromkeys(df["language"]))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics) + 1.5, 3.8), squeeze=False,
+def benchmark_plot(df: pd.DataFrame, ratio: float) -> Figure:
+    """Grouped bars of every benchmark metric drawn by its task (tasks.TASKS[...].plotted): per language (x) one
+    bar per mask (colour) with its value written on it, one panel per metric; a note where no task had data."""
+    shown = [m for task in TASKS.values() for m in task.plotted if (df["metric"] == m).any()] if len(df) else []
+    fig, axes = plt.subplots(1, max(1, len(shown)), figsize=(5.5 * max(1, len(shown)) + 1.5, 3.8), squeeze=False,
                              constrained_layout=True)
-    width = 0.8 / max(1, len(masks))
-    x = np.arange(len(langs))
-    for ax, metric, label in zip(axes[0], metrics, labels):
+    if not shown:
+        axes[0, 0].set_axis_off()
+        axes[0, 0].text(0.5, 0.5, "No benchmark has data for this run's languages", ha="center", va="center")
+        return fig
+    masks, langs = list(dict.fromkeys(df["mask"])), list(dict.fromkeys(df["language"]))
+    width = 0.8 / len(masks)
+    for ax, metric in zip(axes[0], shown):
         part = df[df["metric"] == metric]
+        present = [lang for lang in langs if (part["language"] == lang).any()]
+        x = np.arange(len(present))
         for i, mask in enumerate(masks):
-            vals = [part.loc[(part["mask"] == mask) & (part["language"] == lang), "value"].mean() for lang in langs]
+            vals = [part.loc[(part["mask"] == mask) & (part["language"] == lang), "value"].mean() for lang in present]
             method = mask.split("@")[0]
             colour = method_colour(method) if method in METHODS or method == DENSE else f"C{i}"
-            ax.bar(x + (i - (len(masks) - 1) / 2) * width, vals, width, label=mask, color=colour,
-                   edgecolor="white", lw=0.5)
-        ax.set_xticks(x, [language_name(c) for c in langs])
-        ax.set(xlabel="language", ylabel=label)
+            bars = ax.bar(x + (i - (len(masks) - 1) / 2) * width, vals, width, label=mask, color=colour,
+                          edgecolor="white", lw=0.5)
+            ax.bar_label(bars, fmt="%.2f", fontsize="x-small", padding=1)
+        ax.axhline(0, color="0.3", lw=0.8)
+        ax.set_xticks(x, [language_name(c) for c in present])
+        ax.set(xlabel="language", ylabel=textwrap.fill(metric_label(metric), 30, break_on_hyphens=False))
         if "accuracy" in metric:
-            ax.set_ylim(0, 1)
-    axes[0, 0].legend(frameon=False, fontsize="small")
-    fig.suptitle(title)
+            ax.set_ylim(0, 1.05)
+            if (part["value"] == 0).all():  # bars of height 0 look like a missing panel: say what they mean
+                ax.text(0.5, 0.5, "no item answered correctly\nunder any mask, in any language", ha="center",
+                        va="center", transform=ax.transAxes, color="0.3")
+    axes[0, 0].legend(frameon=False, fontsize="small", title="mask")
+    fig.suptitle(f"Benchmarks of the unpruned model and of masks with {ratio:.0%} of the experts pruned")
     return fig
 
 

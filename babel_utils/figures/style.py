@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -56,27 +56,48 @@ def set_style() -> None:
 _METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Producer": None}}
 
 
-def save_figure(fig: Figure, name: str, run_dir: str | Path | None = None) -> None:
-    """Save `fig` as PNG (dpi 150) and PDF, atomically, into <run_dir>/figures/ and the repo's figures/.
+@dataclass(frozen=True)
+class Skipped:
+    """In place of a figure that would mean nothing for this run's languages or data: why there is none. A notebook
+    shows the sentence where the figure would be, and `save_figure` writes no file for it."""
 
-    The repository copy goes to `paths.figures_dir(<run name>)` (figures/<run name>/, or figures/
-    without a run). Returns nothing, so a notebook cell ending with it shows only the figure.
-    """
+    reason: str
+
+    def _repr_markdown_(self) -> str:
+        return f"*No figure: {self.reason}*"
+
+    def __repr__(self) -> str:
+        return f"No figure: {self.reason}"
+
+
+def save_figure(fig: Figure | Skipped, name: str, run_dir: str | Path | None = None) -> Skipped | None:
+    """Save `fig` as PNG (dpi 150) and PDF, atomically, into <run_dir>/figures/ (without a run: the repository's
+    figures/). A run never writes into the repository: `babel run --publish` copies its figures there.
+    Returns nothing for a figure, so a notebook cell ending with it shows only the figure; a `Skipped` is returned
+    (the cell shows why there is no figure) and writes nothing."""
+    if isinstance(fig, Skipped):
+        log.info("No figure %s: %s", name, fig.reason)
+        return fig
     stem = re.sub(r"\.(png|pdf)$", "", name)
-    run_name = Path(run_dir).name if run_dir is not None else ""
-    folders = [paths.figures_dir(run_name)] + ([paths.run_figures_dir(Path(run_dir))] if run_dir is not None else [])
+    folder = paths.run_figures_dir(Path(run_dir)) if run_dir is not None else paths.figures_dir("")
     written = []
     for fmt in ("png", "pdf"):
-        # Render once per format (a tight bounding box draws the figure twice), then copy the bytes.
-        first = Path(folders[0]) / f"{stem}.{fmt}"
-        atomic_write(first, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=DPI, bbox_inches="tight",
-                                                           metadata=_METADATA[fmt]))
-        written.append(first)
-        for folder in folders[1:]:
-            copy = Path(folder) / f"{stem}.{fmt}"
-            atomic_write(copy, lambda tmp, first=first: shutil.copyfile(first, tmp))
-            written.append(copy)
+        path = Path(folder) / f"{stem}.{fmt}"
+        atomic_write(path, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=DPI, bbox_inches="tight",
+                                                          metadata=_METADATA[fmt]))
+        written.append(path)
     log.info("Saved figure %s to %s", stem, ", ".join(str(f) for f in written))
+    return None
+
+
+def readable(table: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
+    """A table of numbers as a reader reads them: `digits` decimals below 10,000, whole numbers with thousands
+    separators above (pandas would switch the whole table to 1.283412e+09)."""
+    def one(value: float) -> str:
+        if pd.isna(value):
+            return ""
+        return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.{digits}f}"
+    return table.apply(lambda column: column.map(one))
 
 
 def imshow(ax, data: np.ndarray, *, vmin: float, vmax: float, cmap: str, xlabel: str, ylabel: str,

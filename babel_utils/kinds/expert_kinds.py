@@ -31,7 +31,7 @@ class ExpertKind:
     """How one kind of expert is made, recorded, masked and removed."""
 
     name: str
-    meaning: str  # what an expert is, in words (01 prints it, README lists it)
+    meaning: str  # what an expert is, in words (01 prints it, docs/models.md lists it)
     regroups: bool  # other splits and granularities exist (01's comparison, 05's grid, 08's split comparison)
     skipped_methods: tuple[str, ...]  # pruning methods of methods.METHODS that do not apply
     label_shape: Callable[[nn.Module], tuple[int, int]]

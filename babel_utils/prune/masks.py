@@ -1,10 +1,10 @@
-"""Pruning experts by activation frequency (SPEC section 5, notebook 07).
+"""Pruning experts by activation frequency (docs/method.md section 5, notebook 07).
 
 Conventions: a mask is a bool array [L, E] with True = expert KEPT; a frequency array F [L, E] holds
 one language's `count / n_tokens`; activation levels [L] are each layer's share of the selections.
 
 Mask builders (every tie is broken by a stable sort on (frequency, layer, expert)):
-- `threshold_mask`: prune every expert with f < threshold (SPEC: 0.05 = `cfg.high_freq_threshold`).
+- `threshold_mask`: prune every expert with f < threshold (docs/method.md section 5: 0.05 = `cfg.high_freq_threshold`).
 - `sorting_mask`: prune the lowest-frequency share `ratio`, globally (round(ratio * L * E) experts
   over all layers) or per layer (round(ratio * E) in every layer).
 - `layerwise_mask`: the uniform per-layer total, round(ratio * E) * L, spread over the layers in
@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 
 DENSE = "dense"  # the unpruned reference "method" (every expert kept, no hooks)
 LAYER_MODES: tuple[str, ...] = ("global", "per_layer")
-DEFAULT_THRESHOLD = 0.05  # SPEC 5: prune experts with f < 0.05 (cfg.high_freq_threshold)
-DYNAMIC_DEFAULT_DROP = 0.25  # SPEC/config: dynamic_top_k = 0 means keep n_experts * (1 - 0.25)
+DEFAULT_THRESHOLD = 0.05  # docs/method.md section 5: prune experts with f < 0.05 (cfg.high_freq_threshold)
+DYNAMIC_DEFAULT_DROP = 0.25  # docs/method.md section 5.1: dynamic_top_k = 0 keeps n_experts * (1 - 0.25)
 MIN_LEVEL = 1e-12  # activation levels are floored here before inversion (a silent layer loses most)
 
 
@@ -100,7 +100,7 @@ def _prune_lowest(f: np.ndarray, n: int) -> np.ndarray:
 
 
 def threshold_mask(f: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
-    """Prune every expert whose frequency is below `threshold` (SPEC 5: f < 0.05)."""
+    """Prune every expert whose frequency is below `threshold` (docs/method.md section 5: f < 0.05)."""
     return _check_frequencies(f) >= threshold
 
 

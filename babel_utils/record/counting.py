@@ -1,4 +1,4 @@
-"""Counting expert activations (SPEC section 3): score, normalise, select, count. No activations are kept."""
+"""Counting expert activations (docs/method.md section 3): score, normalise, select, count. No activations are kept."""
 
 from __future__ import annotations
 

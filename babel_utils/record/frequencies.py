@@ -1,4 +1,4 @@
-"""The frequency table of notebook 02 (language, layer, expert, count, n_tokens) as arrays (SPEC 3).
+"""The frequency table of notebook 02 (language, layer, expert, count, n_tokens) as arrays (docs/method.md section 3).
 
 Frequency `f[lang, layer, expert] = count / n_tokens`: the share of the language's counted tokens
 for which the expert was among the activated (layer, expert) pairs.

@@ -3,19 +3,19 @@
 The names the notebooks and their readers call; the modules below hold the rest."""
 
 from .pruning_eval import (
+    benchmarks,
     cross_language,
     held_out,
     metric_table,
-    mgsm,
     pruned_speed,
     pruning_eval_table,
     run_masks,
     split_comparison,
-    xcsqa,
 )
 from .stages import expert_grid_frequencies, load_kind, load_labels, load_masks, pruning_masks, record_language, split
 
 __all__ = [
+    "benchmarks",
     "cross_language",
     "expert_grid_frequencies",
     "held_out",
@@ -23,7 +23,6 @@ __all__ = [
     "load_labels",
     "load_masks",
     "metric_table",
-    "mgsm",
     "pruned_speed",
     "pruning_eval_table",
     "pruning_masks",
@@ -31,5 +30,4 @@ __all__ = [
     "run_masks",
     "split",
     "split_comparison",
-    "xcsqa",
 ]

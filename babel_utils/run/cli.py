@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -24,7 +25,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--jobs", type=int, default=1,
                      help="notebooks run side by side once what they read is done (default 1)")
     run.add_argument("--publish", action="store_true",
-                     help="also write the executed notebooks over notebooks/ (refreshes the committed ones)")
+                     help="also write the executed notebooks over notebooks/ and their figures over figures/<run name>/ "
+                          "(refreshes the committed ones; without it a run writes only under runs/)")
     sweep = sub.add_parser("sweep", help="run several configs (models x language sets), then build the report")
     sweep.add_argument("configs", nargs="+", help="YAML configs")
     sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -154,10 +156,22 @@ def _reproduce(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+class _Plain(logging.Formatter):
+    """Progress in plain words ("08_pruning_eval.ipynb done in 8 min 39 s"); warnings and errors with their
+    level and source."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.levelno <= logging.INFO:
+            return record.getMessage()
+        return f"{record.levelname} {record.name}: {record.getMessage()}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `babel`."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_Plain())
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     if args.command == "sweep":
         return _sweep(args)
     if args.command == "report":
@@ -176,17 +190,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as err:
             print(f"babel: error: {err}", file=sys.stderr)
             return 2
+    start = time.perf_counter()
     try:
         result = runner.run(args.config, args.overrides, only=_only(args.only), publish=args.publish,
                             jobs=args.jobs)
     except (ValueError, FileNotFoundError, runner.NotebookFailed) as err:
         print(f"babel: error: {err}", file=sys.stderr)
         return 2
-    print(f"Run folder: {result.run_dir}")
-    for notebook in result.notebooks:
-        print(f"  executed notebook: {notebook}  ({result.seconds[notebook.name]:.1f} s)")
-    print(f"  results: {results_dir(result.run_dir)}")
-    print(f"  figures: {run_figures_dir(result.run_dir)}")
+    print(f"Done: {len(result.notebooks)} notebook(s) in {runner.minutes(time.perf_counter() - start)}, "
+          f"everything under {result.run_dir}/")
+    print(f"  executed notebooks: {', '.join(nb.name for nb in result.notebooks)}")
+    print(f"  results: {results_dir(result.run_dir)}/   figures: {run_figures_dir(result.run_dir)}/")
+    print(f"Open {result.notebooks[0]} first (`make lab` starts JupyterLab).")
     return 0
 
 

@@ -23,7 +23,8 @@ import pandas as pd
 
 from ..core.paths import FIGURES_DIR, NOTEBOOKS_DIR, REPO_ROOT
 
-DOCUMENTS: tuple[str, ...] = ("README.md", "BENCHMARKS.md")
+DOCUMENTS: tuple[str, ...] = ("README.md", "BENCHMARKS.md", "docs/evaluation.md", "docs/languages.md",
+                               "docs/reproducibility.md")
 MARK = re.compile(r"<!-- fact:(?P<name>[\w.-]+) -->(?P<value>.*?)<!-- /fact -->", re.S)
 
 
@@ -157,16 +158,21 @@ def _mildest() -> str:
     return f"{mask} on {language}: bits per byte {cell} against the unpruned model"
 
 
+def _mgsm_intervals() -> pd.DataFrame:
+    table = printed_frame(output("08_pruning_eval", "task_intervals("))
+    return table[table["task"] == "mgsm"]
+
+
 def _mgsm(mask_prefix: str) -> Callable[[], str]:
     def read() -> str:
-        table = printed_frame(output("08_pruning_eval", "mgsm_intervals("))
-        values = table[table["mask"].str.startswith(mask_prefix)]["gold_loglik_per_token"].astype(float)
+        table = _mgsm_intervals()
+        values = table[table["mask"].str.startswith(mask_prefix)]["score"].astype(float)
         return f"{values.max():.1f} to {values.min():.1f}"
     return read
 
 
 def _mgsm_accuracy() -> str:
-    table = printed_frame(output("08_pruning_eval", "mgsm_intervals("))
+    table = _mgsm_intervals()
     accuracy = table["accuracy"].astype(float)
     if (accuracy == 0).all():
         return f"0 for every mask (Wilson interval [0, {table['accuracy_high'].astype(float).max():.2f}])"

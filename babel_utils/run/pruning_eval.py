@@ -136,46 +136,73 @@ def task_masks(cfg: BabelConfig, masks: Masks, languages: Sequence[str]) -> list
 
 
 @dataclass(frozen=True)
-class Mgsm:
-    """MGSM on the task masks: metrics per mask and language, and every generated answer (both empty where the
-    run has none of MGSM's languages or no MGSM data)."""
+class Benchmarks:
+    """Every benchmark of evaluate.TASKS on the task masks: metrics and items of the tasks this run has data
+    for, and why the others have none."""
 
-    languages: list[str]
-    ratio: float
-    metrics: pd.DataFrame
-    generations: pd.DataFrame
+    ratio: float  # the masks' pruned share
+    languages: dict[str, list[str]]  # task -> the run's languages it was evaluated on (only tasks with some)
+    metrics: pd.DataFrame  # tidy rows: mask, method, ratio, seed, target, language, metric, value
+    items: pd.DataFrame  # one row per task, language, mask and item (tasks.ITEM_COLUMNS)
+    skipped: dict[str, str]  # task -> why this run has none of its languages
+
+    def describe(self) -> str:
+        """Per task: what it measures, on which languages and how many items, or why it was left out."""
+        lines = []
+        for name in tasks.benchmark_tasks():
+            task = tasks.TASKS[name]
+            if name in self.skipped:
+                lines.append(f"{task.title}: left out: {self.skipped[name]}")
+                continue
+            part = self.items[(self.items["task"] == name) & (self.items["mask"] == pruning.DENSE)]
+            per_language = part.groupby("language", sort=False)
+            lines.append(f"{task.title}: {task.about}. {len(self.languages[name])} language(s) "
+                         f"({', '.join(self.languages[name])}), {int(per_language.size().max())} items per language, "
+                         f"{int(per_language['correct'].count().max())} of them answered (accuracy); masks at "
+                         f"{self.ratio:.0%} pruned.")
+            answered = self.items.loc[self.items["task"] == name, "correct"].dropna()
+            if len(answered) and not answered.astype(bool).any():
+                lines.append(f"{task.title}: no answer was right under any mask, the unpruned model included: on "
+                             f"this model accuracy cannot show what pruning costs; the {task.score} can.")
+        return "\n".join(lines)
 
     def table(self) -> pd.DataFrame | str:
         """Metrics as a (language, mask) x metric table, or why there are none."""
-        if not self.languages:
-            return "MGSM has none of these languages (or no MGSM folder was found): skipped."
+        if self.metrics.empty:
+            return "No benchmark has data for this run's languages (see above)."
         return self.metrics.pivot_table(index=["language", "mask"], columns="metric", values="value",
                                         sort=False).round(3)
 
-
-def mgsm(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase, labels: np.ndarray,
-         masks: Masks) -> Mgsm:
-    """MGSM of the task masks on the run's languages that MGSM has."""
-    languages = tasks.languages_with("mgsm", cfg, masks.languages)
-    ratio = masks.nearest(cfg.task_ratio)
-    if not languages:
-        return Mgsm([], ratio, comparisons.tidy([]), pd.DataFrame())
-    jobs = task_masks(cfg, masks, languages)
-    table = stages.evaluate_jobs(cfg, model, tokenizer, labels, jobs, "mgsm", desc="mgsm")
-    generations = pd.concat([stages.eval_mgsm(cfg, model, tokenizer, labels, spec, lang)
-                             .assign(mask="dense" if spec.method == pruning.DENSE else spec.name)
-                             for spec, lang in jobs], ignore_index=True)
-    return Mgsm(languages, ratio, table, generations)
+    def examples(self) -> str:
+        """One item of the unpruned model per task: the question, what the model produced, and how it was read."""
+        lines = []
+        for name, part in self.items[self.items["mask"] == pruning.DENSE].groupby("task", sort=False):
+            row = part.iloc[0]
+            produced = f"--- generated: {row['output']!r}\n" if row["output"] else ""
+            lines.append(f"{tasks.TASKS[name].title} [{row['language']}] {row['item'][:200]}\n{produced}"
+                         f"--- read as: {row['predicted']}; gold: {row['answer']}; correct: {row['correct']}")
+        return "\n\n".join(lines) or "No benchmark has data for this run's languages."
 
 
-def xcsqa(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase, labels: np.ndarray,
-          masks: Masks) -> pd.DataFrame:
-    """X-CSQA accuracy of the task masks (no rows when xcsqa_dataset is empty or has none of the languages)."""
-    languages = tasks.languages_with("xcsqa", cfg, masks.languages)
-    if not languages:
-        return comparisons.tidy([])
-    return stages.evaluate_jobs(cfg, model, tokenizer, labels, task_masks(cfg, masks, languages), "xcsqa",
-                                desc="x-csqa")
+def benchmarks(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase, labels: np.ndarray,
+               masks: Masks) -> Benchmarks:
+    """Each benchmark task on the run's languages it has: the unpruned model and task_methods at task_ratio."""
+    evaluated, skipped, metric_parts, item_parts = {}, {}, [], []
+    for name in tasks.benchmark_tasks():
+        task = tasks.TASKS[name]
+        languages = tasks.languages_with(name, cfg, masks.languages)
+        if not languages:
+            skipped[name] = task.missing(cfg)
+            continue
+        evaluated[name] = languages
+        jobs = task_masks(cfg, masks, languages)
+        metric_parts.append(stages.evaluate_jobs(cfg, model, tokenizer, labels, jobs, name, desc=name))
+        item_parts += [task.items(stages.stored_result(cfg, labels, spec, lang, name))
+                       .assign(task=name, language=lang, mask=comparisons.mask_label(spec)) for spec, lang in jobs]
+    metrics = pd.concat(metric_parts, ignore_index=True) if metric_parts else comparisons.tidy([])
+    columns = ["task", "language", "mask", *tasks.ITEM_COLUMNS]
+    items = pd.concat(item_parts, ignore_index=True)[columns] if item_parts else pd.DataFrame(columns=columns)
+    return Benchmarks(masks.nearest(cfg.task_ratio), evaluated, metrics, items, skipped)
 
 
 @dataclass(frozen=True)
@@ -247,6 +274,6 @@ def split_comparison(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTo
     return SplitComparison(table, intervals, langs, ratio, cfg_split.eval_max_tokens)
 
 
-def pruning_eval_table(*parts: pd.DataFrame) -> pd.DataFrame:
-    """08's tidy rows of every comparison on the masks' own languages (held-out text, MGSM, X-CSQA) in one table."""
-    return pd.concat([part for part in parts if len(part)] or list(parts[:1]), ignore_index=True)
+def pruning_eval_table(held: HeldOut, bench: Benchmarks) -> pd.DataFrame:
+    """08's tidy rows on the masks' own languages, held-out text and every benchmark, in one table."""
+    return pd.concat([part for part in (held.evals, bench.metrics) if len(part)], ignore_index=True)

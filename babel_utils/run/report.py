@@ -16,8 +16,7 @@ from nbconvert import HTMLExporter
 from scipy.cluster import hierarchy
 
 from .. import figures
-from ..analyse import categories as analysis
-from ..analyse import similarity
+from ..analyse import categories, similarity
 from ..core import results
 from ..core.config import load_config
 from ..core.paths import results_dir, run_figures_dir
@@ -101,10 +100,10 @@ def cross_model_figures(runs: Sequence[Path], out: Path) -> list[Path]:
                                        constrained_layout=True)
     for run, ax_s, ax_t in zip(runs, axes_shared[0], axes_tree[0]):
         threshold = load_config(run / "config.yaml").high_freq_threshold if (run / "config.yaml").exists() \
-            else analysis.HIGH_FREQ_THRESHOLD
+            else categories.HIGH_FREQ_THRESHOLD
         F, langs = frequencies.frequency_array(results.load(results_dir(run), "frequencies"))
         if len(langs) >= 2:
-            shared = analysis.shared_experts(F, threshold).sum(axis=1)
+            shared = categories.shared_experts(F, threshold).sum(axis=1)
             ax_s.bar(np.arange(len(shared)), shared, color="C0")
             distance = similarity.as_distance(similarity.pearson_matrix(F, langs), "pearson")
             linkage, _ = similarity.dendrogram_linkage(distance)

@@ -4,8 +4,8 @@ Each check reads one notebook's results (`results/` of a run folder) and reduces
 the expert labels, the counts, the verdicts the notebooks state in words. `summarise` computes every
 check's value; `compare` sets a fresh run's values against the reference committed beside the
 notebooks (`notebooks/reference/<run>.json`). Exact checks must be equal; tolerances are stated with
-each check and sized by the spread measured between real CPUs, kernel sets and thread counts (README,
-"What is reproduced exactly, and what within a tolerance").
+each check and sized by the spread measured between real CPUs, kernel sets and thread counts
+(docs/reproducibility.md, "What is reproduced exactly, and what within a tolerance").
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from ..prune import methods
 
 REFERENCE_DIR = NOTEBOOKS_DIR / "reference"
 
-# Tolerances, each sized from the spread measured between real CPUs (README, "What is reproduced exactly, and
-# what within a tolerance"). Counts: 1 or 2 threads give identical counts; the generic kernel set instead of
+# Tolerances, each sized from the spread measured between real CPUs (docs/reproducibility.md, "What is reproduced
+# exactly, and what within a tolerance"). Counts: 1 or 2 threads give identical counts; the generic kernel set instead of
 # the native one changes 6 of 41,472 counts, each by 1 (at most 2 cells of a language); an Intel CPU with AMX
 # against the AMD reference machine changed 6 counts by 1 (at most 2 cells of a language). The count
 # tolerances allow twice the largest difference in four times the most cells; derived quantities are allowed

@@ -16,7 +16,7 @@ from typing import Any, Iterator, Mapping, Sequence
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..core.config import FIELD_NAMES, BabelConfig, load_config, save_config
-from ..core.paths import NOTEBOOKS_DIR, results_dir, run_dir, run_figures_dir
+from ..core.paths import NOTEBOOKS_DIR, figures_dir, results_dir, run_dir, run_figures_dir
 from ..core.progress import tqdm
 
 log = logging.getLogger(__name__)
@@ -51,15 +51,23 @@ def notebook_parameters(cfg: BabelConfig, notebook: Path) -> dict[str, Any]:
     """The config values of the parameters a notebook declares in its `parameters` cell."""
     import papermill as pm  # imported where used: the rest of the runner works without it
 
-    papermill_log = logging.getLogger("papermill")
-    level = papermill_log.level
-    papermill_log.setLevel(logging.WARNING)  # inspecting logs "Input Notebook" too: the run says it once
-    try:
+    with papermill_quiet():
         declared = pm.inspect_notebook(str(notebook))
-    finally:
-        papermill_log.setLevel(level)
     values = cfg.to_dict()
     return {name: values[name] for name in declared if name in FIELD_NAMES}
+
+
+@contextmanager
+def papermill_quiet() -> Iterator[None]:
+    """papermill's INFO lines (input, output, working directory, kernel: four per notebook, each redrawing the
+    run's progress bar) off for the block; the runner says once per notebook what finished and when."""
+    papermill_log = logging.getLogger("papermill")
+    level = papermill_log.level
+    papermill_log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        papermill_log.setLevel(level)
 
 
 def quiet_environment() -> "contextlib.AbstractContextManager[None]":
@@ -87,11 +95,10 @@ def preflight(cfg: BabelConfig) -> None:
     pruning methods 08 evaluates on tasks, the tuning settings, and the text of every language."""
     from ..analyse import instruction_data, similarity, tuning
     from ..data import text as data
-    from ..models import adapters
-    from ..models import loading as models
+    from ..models import adapters, loading
     from ..prune import methods
 
-    adapters.check_n_experts(models.model_config(cfg.model), cfg.n_experts, cfg.model)
+    adapters.check_n_experts(loading.model_config(cfg.model), cfg.n_experts, cfg.model)
     similarity.check_metric(cfg.similarity_metric)
     for name in cfg.task_methods:
         methods.check_method(name)
@@ -129,14 +136,17 @@ def run(config: str | Path | BabelConfig, overrides: Mapping[str, Any] | Sequenc
     bar = tqdm(total=len(selected), desc=cfg.run_name, unit="notebook")  # before quiet_environment turns bars off
 
     def one(notebook: Path) -> None:
-        log.info("Executing %s in %s", notebook.name, out)
+        log.debug("Executing %s in %s", notebook.name, out)
         start = time.perf_counter()
+        remove_figures(run_figures_dir(out), notebook)  # a figure the notebook no longer draws does not linger
         target = execute(notebook, out, parameters[notebook])
         done[notebook] = (target, time.perf_counter() - start)
+        log.info("%s done in %s", notebook.name, minutes(done[notebook][1]))
         if publish:
             shutil.copyfile(target, notebook)
+            publish_figures(run_figures_dir(out), figures_dir(cfg.run_name), notebook)
 
-    with logging_redirect_tqdm(), quiet_environment(), bar:
+    with logging_redirect_tqdm(), quiet_environment(), papermill_quiet(), bar:
         if jobs == 1:
             for notebook in selected:
                 bar.set_postfix_str(notebook.name)
@@ -146,6 +156,32 @@ def run(config: str | Path | BabelConfig, overrides: Mapping[str, Any] | Sequenc
             _side_by_side(selected, one, jobs, bar)
     return RunResult(run_dir=out, notebooks=[done[nb][0] for nb in selected],
                      seconds={nb.name: done[nb][1] for nb in selected})
+
+
+def minutes(seconds: float) -> str:
+    """A duration as a reader says it: '48 s', '8 min 39 s'."""
+    whole = round(seconds)
+    return f"{whole} s" if whole < 60 else f"{whole // 60} min {whole % 60} s"
+
+
+def _figures_of(folder: Path, notebook: Path) -> list[Path]:
+    """The figures in `folder` that a notebook draws: their names start with its number ("05_...")."""
+    return sorted(folder.glob(f"{notebook.name[:2]}_*.p[dn][fg]")) if folder.is_dir() else []
+
+
+def remove_figures(folder: Path, notebook: Path) -> None:
+    """Remove a notebook's figures from a folder before it runs again."""
+    for path in _figures_of(folder, notebook):
+        path.unlink()
+
+
+def publish_figures(run_figures: Path, repository_figures: Path, notebook: Path) -> None:
+    """Replace a notebook's figures in the repository (figures/<run name>/) by those of its run: only
+    `babel run --publish` (make notebooks) writes there, so a user's run leaves the checkout as it was."""
+    repository_figures.mkdir(parents=True, exist_ok=True)
+    remove_figures(repository_figures, notebook)
+    for path in _figures_of(run_figures, notebook):
+        shutil.copyfile(path, repository_figures / path.name)
 
 
 def _side_by_side(selected: list[Path], one: Any, jobs: int, bar: Any) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -14,8 +14,7 @@ from transformers import PreTrainedTokenizerBase
 from ..core import cache, results
 from ..core.config import BabelConfig, section_fields
 from ..data import text as data
-from ..evaluate import comparisons as evaluation
-from ..evaluate import tasks
+from ..evaluate import comparisons, tasks
 from ..evaluate.intervals import Blocks
 from ..kinds.expert_kinds import KINDS, ExpertKind, check_kind, kind_of
 from ..models.adapters import d_ff
@@ -104,10 +103,8 @@ def load_kind(cfg: BabelConfig, results_folder: Path) -> ExpertKind:
     return check_kind(str(table["kind"].iloc[0]))
 
 
-def load_masks(cfg: BabelConfig, results_folder: Path) -> list["pruning.MaskSpec"]:
+def load_masks(cfg: BabelConfig, results_folder: Path) -> list[pruning.MaskSpec]:
     """The masks written by 07_pruning, checked to come from this config's frequencies and pruning settings."""
-    from ..prune import masks as pruning
-
     found = {name: results.load(results_folder, name) for name in ("mask_specs", "masks")}
     cache.check_provenance(results_folder, cfg, "masks")
     return pruning.masks_from_results(found)
@@ -213,7 +210,7 @@ def _groups(pending: list[tuple[pruning.MaskSpec, str]], task: str) -> list[list
 def evaluate_jobs(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase, labels: np.ndarray,
                   jobs: list[tuple[pruning.MaskSpec, str]], task: str = "heldout",
                   desc: str = "evaluate") -> pd.DataFrame:
-    """Evaluate (mask, evaluated language) pairs on a task of tasks.TASKS; tidy rows (evaluation.metric_rows)
+    """Evaluate (mask, evaluated language) pairs on a task of tasks.TASKS; tidy rows (comparisons.metric_rows)
     in the order of `jobs`.
 
     Each pair is cached on its own (stage "eval", keyed by the mask's name and hash, its target, the labels
@@ -239,11 +236,11 @@ def evaluate_jobs(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedToken
             bar.update(len(group))
     rows = []
     for spec, lang in jobs:
-        rows += evaluation.metric_rows(spec, lang, summarise(_stored(cfg, labels, spec, lang, task)))
-    return evaluation.tidy(rows)
+        rows += comparisons.metric_rows(spec, lang, summarise(stored_result(cfg, labels, spec, lang, task)))
+    return comparisons.tidy(rows)
 
 
-def _stored(cfg: BabelConfig, labels: np.ndarray, spec: pruning.MaskSpec, lang: str, task: str):
+def stored_result(cfg: BabelConfig, labels: np.ndarray, spec: pruning.MaskSpec, lang: str, task: str) -> Any:
     """The cached raw result of one evaluation that evaluate_jobs has computed."""
     def missing() -> dict:
         raise RuntimeError(f"Evaluation of {spec.name} on {lang} was not computed (cache folder removed meanwhile?).")
@@ -252,18 +249,12 @@ def _stored(cfg: BabelConfig, labels: np.ndarray, spec: pruning.MaskSpec, lang: 
 
 def heldout_blocks(cfg: BabelConfig, labels: np.ndarray, jobs: list[tuple[pruning.MaskSpec, str]]) -> dict:
     """The held-out blocks (intervals.Blocks) of (mask, language) jobs that evaluate_jobs has run, keyed by
-    (evaluated language, target, mask label): what the paired intervals of evaluation.* resample."""
+    (evaluated language, target, mask label): what the paired intervals of comparisons.* resample."""
     out = {}
     for spec, lang in jobs:
-        out[(lang, spec.language, evaluation.mask_label(spec))] = Blocks.of(_stored(cfg, labels, spec, lang, "heldout"))
+        result = stored_result(cfg, labels, spec, lang, "heldout")
+        out[(lang, spec.language, comparisons.mask_label(spec))] = Blocks.of(result)
     return out
-
-
-def eval_mgsm(cfg: BabelConfig, model: nn.Module, tokenizer: PreTrainedTokenizerBase, labels: np.ndarray,
-              spec: pruning.MaskSpec, lang: str) -> pd.DataFrame:
-    """MGSM per problem (generation, extracted answer, correct, gold log-likelihood) of one mask, cached."""
-    evaluate_jobs(cfg, model, tokenizer, labels, [(spec, lang)], "mgsm", desc="mgsm")
-    return _stored(cfg, labels, spec, lang, "mgsm")
 
 
 def split_frequencies(cfgs: Sequence[BabelConfig], model: nn.Module, tokenizer: PreTrainedTokenizerBase,

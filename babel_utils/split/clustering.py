@@ -1,4 +1,4 @@
-"""Splitting each FFN into experts (SPEC 2): which rows are clustered, by which method, layer by layer.
+"""Splitting each FFN into experts (docs/method.md section 2): which rows are clustered, by which method, per layer.
 
 The balanced K-Means itself is `split/kmeans.py` (exact arithmetic, so the labels are the same on every
 machine); this module applies it, or a baseline (`random`, `contiguous`), to every layer of a model,

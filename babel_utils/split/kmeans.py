@@ -1,4 +1,4 @@
-"""Balanced spherical K-Means in exact arithmetic: the same labels on every machine (SPEC 2).
+"""Balanced spherical K-Means in exact arithmetic: the same labels on every machine (docs/method.md section 2).
 
 Rows are split into `k` clusters of exactly `m = n / k` rows. The objective is the mean cosine of
 a row to its cluster's centroid (the normalised mean of its members); for unit rows it equals

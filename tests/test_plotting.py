@@ -47,18 +47,19 @@ def _assert_labelled(fig, cbar_label=None):
 
 def test_heatmap_grid_shared_scale_and_order(F):
     fig = figures.heatmap_grid(F, LANGS, "Activation frequency")
-    _assert_labelled(fig, figures.FREQ_LABEL)
+    _assert_labelled(fig, figures.LOG_FREQ_LABEL)
     images = [im for ax in fig.axes for im in ax.get_images()]
     assert len(images) == len(LANGS)
-    assert {im.get_clim() for im in images} == {(0.0, float(F.max()))}
+    assert {im.get_clim() for im in images} == {(figures.FREQ_FLOOR, float(F.max()))}  # one log scale for all
+    assert all(type(im.norm).__name__ == "LogNorm" for im in images)
     titles = [ax.get_title() for ax in fig.axes]
     assert "English" in titles and "Chinese" in titles
     order = figures.order_by_mean_frequency(F)
     assert order.shape == (18, 256) and (order[:, 0] == F.mean(0).argmax(-1)).all()
     sorted_fig = figures.heatmap_grid(F, LANGS, "sorted", order=order)
     first = sorted_fig.axes[0].get_images()[0].get_array()
-    assert np.allclose(first, np.take_along_axis(F[0], order, axis=1))
-    _assert_labelled(figures.heatmap_single(F[0], "en", order=order), figures.FREQ_LABEL)
+    assert np.allclose(first, np.clip(np.take_along_axis(F[0], order, axis=1), figures.FREQ_FLOOR, None))
+    _assert_labelled(figures.heatmap_single(F[0], "en", order=order), figures.LOG_FREQ_LABEL)
 
 
 def test_diff_heatmap_diverging_centred(F):
@@ -136,8 +137,8 @@ def test_views_switch_to_scalable_ones_for_many_languages():
     assert len(fig.axes[0].get_yticks()) == 2 * figures.MANY_PAIRS and "of 780 pairs" in fig.axes[0].get_title()
     distance = similarity.as_distance(similarity.similarity_matrix(F, many, "pearson"), "pearson")
     linkage, _ = similarity.dendrogram_linkage(distance)
-    fig = figures.dendrogram_plot(linkage, many)
-    assert fig.get_size_inches()[1] < 0.2 * 300 + 2
+    fig = figures.dendrogram_plot(linkage, many)  # above 100 languages the tree is a circle
+    assert fig.axes[0].name == "polar" and max(fig.get_size_inches()) <= 12
     # 03's grid: one language x (layer, expert) matrix instead of 300 panels; 9 languages keep their panels
     fig = figures.heatmap_grid(F, many, "grid")
     assert len(fig.axes) == 3 and fig.get_size_inches()[1] < 20  # family strip, matrix, colour bar
@@ -225,3 +226,78 @@ def test_readable_tables_never_switch_to_scientific_notation():
     shown = figures.readable(table)
     assert shown.loc["dense", "en"] == "12.35" and shown.loc["random", "en"] == "1,283,412,290"
     assert shown.loc["dense", "fr"] == "" and shown.loc["random", "fr"] == "9999.99"
+
+
+def _language_figures(n: int) -> dict:
+    """Every view whose layout depends on the number of languages, drawn for `n` of them."""
+    import itertools
+
+    from babel_utils.analyse import families, geometry
+    from babel_utils.core.languages import LANGUAGES
+
+    rng = np.random.default_rng(1)
+    langs = ([c for c in LANGUAGES if c in ("en", "fr", "es", "pt", "hi", "ur", "bn", "ar", "zh")] if n == 9
+             else list(LANGUAGES)[:n])
+    F = rng.random((n, 6, 16)) ** 3  # skewed, as real frequencies are
+    distance = similarity.as_distance(similarity.similarity_matrix(F, langs, "pearson"), "pearson")
+    linkage, _ = similarity.dendrogram_linkage(distance)
+    coords, explained = geometry.classical_mds(distance)
+    pairs = pd.DataFrame([(a, b, float(rng.random()), "different family") for a, b in itertools.combinations(langs, 2)],
+                         columns=["lang_a", "lang_b", "distance", "relation"]).sort_values("distance")
+    fam = families.family_summary(F, langs, 0.2, samples=10)
+    drawn = {
+        "03_heatmaps_grid": figures.heatmap_grid(F, langs, "grid"),
+        "03_layer_distribution": figures.layer_distribution(F, langs),
+        "03_layer_boxplot": figures.layer_boxplot(F, langs, 0.05),
+        "04_category_totals": figures.category_totals_plot(analysis.category_totals(F, langs, 0.2)),
+        "04_counts_per_layer": figures.counts_per_layer_plot(analysis.expert_counts_per_layer(F, langs, 0.2)),
+        "04_family_summary": figures.family_summary_plot(fam, 0.05),
+        "05_dendrogram": figures.dendrogram_plot(linkage, langs),
+        "05_mds_map": figures.mds_plot(coords, explained, "1 - Pearson r"),
+        "05_similarity_per_layer": figures.per_layer_similarity_plot(
+            similarity.per_layer_similarity(F, langs, "pearson")),
+        "05_pair_intervals": figures.pair_interval_plot(pairs.assign(low=pairs.distance * 0.9,
+                                                                     high=pairs.distance * 1.1), "pearson"),
+        "06_difference_heatmaps": figures.diff_heatmap(F - F[::-1], langs),
+    }
+    return {name: fig for name, fig in drawn.items() if not isinstance(fig, figures.Skipped)}
+
+
+def _overlapping_ticks(fig) -> list[str]:
+    """Tick labels of one axis that overlap a neighbour (by a quarter of the smaller one) once drawn."""
+    from matplotlib.transforms import Bbox
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    found = []
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            labels = [t for t in axis.get_ticklabels() if t.get_visible() and t.get_text()]
+            boxes = [t.get_window_extent(renderer) for t in labels]
+            for (a, box_a), (b, box_b) in zip(zip(labels, boxes), zip(labels[1:], boxes[1:])):
+                shared = Bbox.intersection(box_a, box_b)
+                if shared is not None and shared.width * shared.height > 0.25 * min(
+                        box_a.width * box_a.height, box_b.width * box_b.height):
+                    found.append(f"{a.get_text()!r} / {b.get_text()!r}")
+    return found
+
+
+@pytest.mark.parametrize("n", [9, 300])
+def test_every_language_view_stays_a_page_and_its_tick_labels_do_not_collide(n):
+    """The views of 03-06 at 9 languages and at 300: at most 16 x 16 inches (2,400 pixels at the saved 150 dpi)
+    and no tick label drawn over its neighbour."""
+    for name, fig in _language_figures(n).items():
+        width, height = fig.get_size_inches()
+        assert width <= 16 and height <= 16, f"{name} at {n} languages: {width:.1f} x {height:.1f} in"
+        assert not _overlapping_ticks(fig), f"{name} at {n} languages: {_overlapping_ticks(fig)[:3]}"
+        plt.close(fig)
+
+
+def test_the_collision_check_sees_crowded_labels():
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.set_xticks(range(40), [f"language {i}" for i in range(40)])
+    assert _overlapping_ticks(fig)
+    fig, ax = plt.subplots(figsize=(6, 2))
+    ax.set_xticks(range(4), ["en", "fr", "hi", "zh"])
+    assert not _overlapping_ticks(fig)
+    plt.close("all")

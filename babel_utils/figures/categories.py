@@ -111,7 +111,7 @@ def family_summary_plot(table: pd.DataFrame, alpha: float = 0.05, kind: str = "f
     if len(table) < 2:
         which = ", ".join(f"{g} ({m} languages)" for g, m in zip(table[kind], table["n_languages"])) or "none"
         return Skipped(f"a comparison of {kind} groups needs two with enough languages; this run has {which}. "
-                       "The sentence below gives its numbers.")
+                       "The sentence above gives its numbers.")
     n = len(table)
     fig, axes = plt.subplots(1, 2, figsize=(10.0, 1.6 + 0.28 * n), sharey=True, constrained_layout=True)
     y = np.arange(len(table))

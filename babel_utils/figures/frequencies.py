@@ -16,7 +16,9 @@ from matplotlib.ticker import MaxNLocator
 
 from ..core.languages import language_name
 from .style import (
+    FREQ_FLOOR,
     FREQ_LABEL,
+    LOG_FREQ_LABEL,
     MANY_LANGUAGES,
     frequency_grid,
     imshow,
@@ -27,21 +29,23 @@ from .style import (
 
 
 def heatmap_grid(F: np.ndarray, languages: Sequence[str], title: str, order: np.ndarray | None = None) -> Figure:
-    """Frequency heatmaps (layers x experts), one per language, on one colour scale from 0."""
+    """Frequency heatmaps (layers x experts), one per language, on one log colour scale from FREQ_FLOOR (on a
+    linear scale with a mean of 0.1 most cells look alike and a few bright ones look like noise)."""
     vmax = float(np.max(F)) or 1.0
-    return frequency_grid(F, languages, title, cmap="viridis", vmin=0.0, vmax=vmax, cbar_label=FREQ_LABEL, order=order)
+    return frequency_grid(F, languages, title, cmap="viridis", vmin=FREQ_FLOOR, vmax=vmax, cbar_label=LOG_FREQ_LABEL,
+                          order=order, log=True)
 
 
 def heatmap_single(f: np.ndarray, language: str, title: str | None = None, order: np.ndarray | None = None,
                    vmax: float | None = None) -> Figure:
-    """Frequency heatmap (layers x experts) of one language."""
+    """Frequency heatmap (layers x experts) of one language, on heatmap_grid's log colour scale."""
     f = np.asarray(f, dtype=np.float64)
     if order is not None:
         f = np.take_along_axis(f, np.asarray(order), axis=1)
     fig, ax = plt.subplots(figsize=(6.5, 4.0), constrained_layout=True)
-    imshow(ax, f, vmin=0.0, vmax=vmax or float(f.max()) or 1.0, cmap="viridis",
+    imshow(ax, f, vmin=FREQ_FLOOR, vmax=vmax or float(f.max()) or 1.0, cmap="viridis",
             xlabel="expert rank (by mean frequency)" if order is not None else "expert", ylabel="layer",
-            title=title or language_name(language), cbar_label=FREQ_LABEL)
+            title=title or language_name(language), cbar_label=LOG_FREQ_LABEL, log=True)
     return fig
 
 

@@ -23,6 +23,7 @@ from .style import (
     MANY_LANGUAGES,
     MANY_PAIRS,
     family_colour,
+    family_legend,
     family_order,
     family_palette,
     imshow,
@@ -59,9 +60,16 @@ def _leaf_label(code: str) -> str:
     return f"{lang.name} — {lang.family} / {lang.genus} / {lang.script} script"
 
 
+CIRCULAR_TREE = 100  # above this many languages the tree is drawn in a circle: a page tall enough for each leaf
+# would be metres long (509 languages: 12,458 pixels)
+
+
 def dendrogram_plot(linkage: np.ndarray, languages: Sequence[str], distance_label: str = "distance",
                     title: str = "Hierarchical clustering of languages") -> Figure:
-    """Dendrogram with each leaf labelled by name and its family / genus / script, coloured by family."""
+    """Dendrogram with each leaf labelled by name and its family / genus / script, coloured by family; above
+    CIRCULAR_TREE languages a circular tree with the names around it (zoom into the PDF)."""
+    if len(languages) > CIRCULAR_TREE:
+        return _circular_dendrogram(linkage, languages, distance_label, title)
     many = len(languages) > MANY_LANGUAGES  # a tall tree with small labels (zoom into the PDF)
     fig, ax = plt.subplots(figsize=(9.0, (0.16 if many else 0.45) * len(languages) + 1.5), constrained_layout=True)
     hierarchy.dendrogram(linkage, labels=[_leaf_label(c) for c in languages], orientation="left",
@@ -75,6 +83,39 @@ def dendrogram_plot(linkage: np.ndarray, languages: Sequence[str], distance_labe
         if code in LANGUAGES:
             tick.set_color(palette[LANGUAGES[code].family])
     ax.set(xlabel=distance_label, ylabel="language (family / genus / script)", title=title)
+    return fig
+
+
+def _circular_dendrogram(linkage: np.ndarray, languages: Sequence[str], distance_label: str, title: str) -> Figure:
+    """The tree in polar coordinates: leaves on the rim (angle), merges towards the centre (radius = the largest
+    merge distance minus the distance), names outside the rim coloured by family, the largest families in the
+    legend."""
+    tree = hierarchy.dendrogram(linkage, no_plot=True, labels=list(languages))
+    n = len(languages)
+    top = float(np.max(tree["dcoord"])) or 1.0
+    fig = plt.figure(figsize=(12.0, 12.0), constrained_layout=True)
+    ax = fig.add_subplot(projection="polar")
+    def angle(i: float) -> float:  # dendrogram puts leaf k at 10k + 5
+        return 2 * np.pi * (i - 5) / (10 * n)
+    for xs, ys in zip(tree["icoord"], tree["dcoord"]):
+        # the two legs run outwards from the merge; the bar joining them follows the circle at the merge radius
+        (x0, x1, x2, x3), (y0, y1, y2, y3) = xs, ys
+        ax.plot([angle(x0)] * 2, [top - y0, top - y1], color="0.3", lw=0.4)
+        ax.plot([angle(x3)] * 2, [top - y3, top - y2], color="0.3", lw=0.4)
+        arc = np.linspace(angle(x1), angle(x2), max(2, int(abs(x2 - x1) / 10) + 2))
+        ax.plot(arc, [top - y1] * len(arc), color="0.3", lw=0.4)
+    palette = family_palette(list(languages))
+    for k, code in enumerate(tree["ivl"]):
+        theta = angle(10 * k + 5)
+        degrees = np.degrees(theta)
+        flip = 90 < degrees < 270
+        ax.text(theta, top * 1.02, language_name(code), rotation=degrees + (180 if flip else 0),
+                rotation_mode="anchor", ha="right" if flip else "left", va="center", fontsize=3.2,
+                color=family_colour(palette, code))
+    ax.set_ylim(0, top * 1.02)
+    ax.set_axis_off()
+    fig.suptitle(f"{title}: {n} languages (radius: {distance_label}, the centre is the last merge)")
+    family_legend(fig, palette, list(languages))
     return fig
 
 

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -37,6 +38,12 @@ MANY_PAIRS = 25  # pairs shown at each end of the ranking when there are too man
 
 
 FREQ_LABEL = "activation frequency (share of tokens)"
+
+
+# Frequencies span three orders of magnitude (a rare expert 0.001, a busy one 1): heatmaps colour them on a log
+# scale from this floor, where every smaller frequency (never selected included) takes the floor's colour.
+FREQ_FLOOR = 1e-3
+LOG_FREQ_LABEL = f"activation frequency (share of tokens; log scale, below {FREQ_FLOOR:g} as {FREQ_FLOOR:g})"
 
 
 DIFF_LABEL = "change in activation frequency (share of tokens)"
@@ -100,10 +107,21 @@ def readable(table: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
     return table.apply(lambda column: column.map(one))
 
 
+def colour_scale(data: np.ndarray, vmin: float, vmax: float, log: bool) -> tuple[np.ndarray, dict]:
+    """The data to draw and imshow's scale arguments: linear from vmin to vmax, or logarithmic from FREQ_FLOOR
+    (smaller values drawn at the floor)."""
+    if not log:
+        return data, {"vmin": vmin, "vmax": vmax}
+    top = max(vmax, FREQ_FLOOR * 10)
+    return np.clip(data, FREQ_FLOOR, None), {"norm": LogNorm(vmin=FREQ_FLOOR, vmax=top)}
+
+
 def imshow(ax, data: np.ndarray, *, vmin: float, vmax: float, cmap: str, xlabel: str, ylabel: str,
-            title: str = "", cbar_label: str | None = None):
-    """imshow with auto aspect, few integer ticks, labels, and (optionally) a labelled colour bar."""
-    im = ax.imshow(data, aspect="auto", interpolation="nearest", origin="lower", vmin=vmin, vmax=vmax, cmap=cmap)
+            title: str = "", cbar_label: str | None = None, log: bool = False):
+    """imshow with auto aspect, few integer ticks, labels, and (optionally) a labelled colour bar; `log` colours
+    on a log scale from FREQ_FLOOR (see colour_scale)."""
+    data, scale = colour_scale(np.asarray(data, dtype=np.float64), vmin, vmax, log)
+    im = ax.imshow(data, aspect="auto", interpolation="nearest", origin="lower", cmap=cmap, **scale)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.xaxis.set_major_locator(MaxNLocator(5, integer=True))
     ax.yaxis.set_major_locator(MaxNLocator(6, integer=True))
@@ -118,8 +136,8 @@ def order_by_mean_frequency(F: np.ndarray) -> np.ndarray:
 
 
 def frequency_grid(F: np.ndarray, languages: Sequence[str], title: str, *, cmap: str, vmin: float, vmax: float,
-          cbar_label: str, order: np.ndarray | None = None) -> Figure:
-    """One layer x expert panel per language with one shared colour scale and colour bar."""
+          cbar_label: str, order: np.ndarray | None = None, log: bool = False) -> Figure:
+    """One layer x expert panel per language with one shared colour scale and colour bar (`log`: see imshow)."""
     F = np.asarray(F, dtype=np.float64)
     if F.ndim != 3 or F.shape[0] != len(languages):
         raise ValueError(f"Expected frequencies [n_languages={len(languages)}, layers, experts]; got {F.shape}.")
@@ -129,13 +147,13 @@ def frequency_grid(F: np.ndarray, languages: Sequence[str], title: str, *, cmap:
         xlabel = "expert rank (by mean frequency)"
     if len(languages) > MANY_LANGUAGES:
         return language_expert_matrix(F, languages, title, cmap=cmap, vmin=vmin, vmax=vmax, cbar_label=cbar_label,
-                                       ranked=order is not None)
+                                       ranked=order is not None, log=log)
     ncols = min(3, len(languages))
     nrows = math.ceil(len(languages) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols + 1.2, 3.0 * nrows + 1.2),
                              squeeze=False, sharex=True, sharey=True, constrained_layout=True)
     for ax, f, lang in zip(axes.flat, F, languages):
-        im = imshow(ax, f, vmin=vmin, vmax=vmax, cmap=cmap, xlabel="", ylabel="", title=language_name(lang))
+        im = imshow(ax, f, vmin=vmin, vmax=vmax, cmap=cmap, xlabel="", ylabel="", title=language_name(lang), log=log)
     for ax in axes.flat[len(languages):]:
         ax.set_visible(False)
     for ax in axes[-1]:
@@ -148,14 +166,14 @@ def frequency_grid(F: np.ndarray, languages: Sequence[str], title: str, *, cmap:
 
 
 def language_expert_matrix(F: np.ndarray, languages: Sequence[str], title: str, *, cmap: str, vmin: float,
-                            vmax: float, cbar_label: str, ranked: bool) -> Figure:
+                            vmax: float, cbar_label: str, ranked: bool, log: bool = False) -> Figure:
     """Above MANY_LANGUAGES the panels become one language x (layer, expert) matrix: a row per language in
     family order, each layer's experts side by side (the layers marked on the axis)."""
     n_layers, n_experts = F.shape[1:]
     values = pd.DataFrame(F.reshape(len(languages), -1), index=list(languages))
     within = "ranked by mean frequency" if ranked else "by id"
     marked = range(0, n_layers, max(1, math.ceil(n_layers / 12)))
-    fig = language_matrix(values, title, cbar_label, cmap=cmap, vmin=vmin, vmax=vmax,
+    fig = language_matrix(values, title, cbar_label, cmap=cmap, vmin=vmin, vmax=vmax, log=log,
                           xlabel=f"layer (its {n_experts} experts side by side, {within})",
                           xticks=([layer * n_experts + n_experts / 2 for layer in marked], [str(x) for x in marked]))
     for layer in range(1, n_layers):
@@ -222,7 +240,7 @@ def family_colour(palette: dict[str, tuple], code: str) -> tuple:
 
 def language_matrix(values: pd.DataFrame, title: str, cbar_label: str, cmap: str = "viridis",
                     xlabel: str = "layer", vmin: float | None = None, vmax: float | None = None,
-                    xticks: tuple[Sequence[float], Sequence[str]] | None = None) -> Figure:
+                    xticks: tuple[Sequence[float], Sequence[str]] | None = None, log: bool = False) -> Figure:
     """A language x column matrix (rows in family order) with a family colour strip at the left and a
     legend of the largest families: readable from 13 to 500 languages (names shown up to 80 rows). The x
     axis names up to 12 of the columns, or the (positions, labels) of `xticks`."""
@@ -240,7 +258,8 @@ def language_matrix(values: pd.DataFrame, title: str, cbar_label: str, cmap: str
     finite = data[np.isfinite(data)]
     low = vmin if vmin is not None else float(finite.min()) if finite.size else 0.0
     high = vmax if vmax is not None else float(finite.max()) if finite.size else 1.0
-    im = ax.imshow(data, aspect="auto", interpolation="nearest", origin="upper", cmap=cmap, vmin=low, vmax=high)
+    data, scale = colour_scale(data, low, high, log)
+    im = ax.imshow(data, aspect="auto", interpolation="nearest", origin="upper", cmap=cmap, **scale)
     fig.colorbar(im, ax=ax, shrink=min(1.0, 8.0 / height + 0.2)).set_label(cbar_label)
     ax.set(xlabel=xlabel, title=title)
     if xticks is not None:

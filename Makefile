@@ -15,7 +15,7 @@ QUIET_ENV = BABEL_MODEL_CACHE=$(CURDIR)/.cache/babel/models TQDM_DISABLE=1 HF_HU
 FRESH_RUN = BABEL_RUNS_DIR=$$runs BABEL_CACHE=$$(mktemp -d) BABEL_FIGURES_DIR=$$(mktemp -d) $(QUIET_ENV)
 NBVAL = --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 1200
 
-.PHONY: setup run smoke test test-kernels test-pipelines lab notebooks lock
+.PHONY: setup run smoke test test-kernels test-pipelines docs test-docs lab notebooks lock
 
 setup: $(STAMP)
 
@@ -48,7 +48,7 @@ test: setup
 	# one-off conversion bar must not land in nbval's outputs); then nbval, then the reproduction checks.
 	runs=$$(mktemp -d); \
 	$(QUIET_ENV) $(VENV)/bin/babel dequantize gemma-3-270m > /dev/null & deq=$$!; \
-	$(FRESH_RUN) $(PY) -m pytest tests -m "not kernels and not pipelines"; units=$$?; \
+	$(FRESH_RUN) $(PY) -m pytest tests -m "not kernels and not pipelines and not docs"; units=$$?; \
 	wait $$deq && test $$units -eq 0 && \
 		$(FRESH_RUN) $(PY) -m pytest $(NOTEBOOKS) $(NBVAL) && \
 		BABEL_REPRODUCE_RUN=$$runs/default $(QUIET_ENV) $(PY) -m pytest tests/reproduction
@@ -72,6 +72,22 @@ test-pipelines: setup
 	runs=$$(mktemp -d); $(FRESH_RUN) $(PY) -m pytest tests/test_notebooks_smoke.py tests/test_pipelines.py \
 		tests/test_gpu_check.py -m pipelines
 
+# The documentation site, offline, from the committed executed notebooks (never executed here), README, docs/
+# and the figures, with the API reference from the docstrings (mkdocs.yml); then every link and image checked.
+DOCS_STAMP := $(VENV)/.installed-docs
+$(DOCS_STAMP): $(STAMP)
+	$(UV) pip install -q --python $(PY) -c constraints.txt -e '.[test,docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -q
+	$(PY) scripts/check_site.py build/site
+	@echo "The site: build/site/index.html"
+
+# The site opened in headless Chromium (Debian's chromium package; .ci/run installs it where it is missing).
+test-docs: $(DOCS_STAMP)
+	$(PY) -m pytest tests/test_docs_site.py -m docs
+
 # Maintainers: re-execute the committed notebooks on the default config and store their results as the
 # reference the reproduction test compares with (notebooks/reference/default.json).
 notebooks: setup
@@ -84,7 +100,7 @@ notebooks: setup
 lock:
 	{ echo "# Exact versions of every package that produced the committed notebooks (pip constraints)."; \
 	  echo "# make setup installs with -c constraints.txt; environment.yml follows it. Update: make lock"; \
-	  $(PY) -m pip freeze --exclude-editable | grep -v '^babel' | sed 's/+cpu$$//'; } > constraints.txt.tmp
+	  $(PY) -m pip freeze --exclude-editable | grep -v -i '^babel[-_]utils' | sed 's/+cpu$$//'; } > constraints.txt.tmp
 	mv constraints.txt.tmp constraints.txt
 
 lab: setup

@@ -294,6 +294,8 @@ def test_new_figures_are_labelled():
     assert all(ax.get_xlabel() == "experts per layer" for ax in figures.expert_grid_plot(grid).axes)
     p_axis = figures.expert_grid_plot(grid.assign(p_value=[0.003, 0.03])).axes[1]
     assert [t.get_text() for t in p_axis.get_yticklabels()] == ["0.002", "0.005", "0.01", "0.02", "0.05"]
+    untested = figures.expert_grid_plot(grid.assign(p_value=np.nan)).axes[1]  # no same-genus pair: no test
+    assert [t.get_text() for t in untested.texts] == ["no genus test with these languages"]
     history = pd.DataFrame({"step": [1, 2], "loss": [2.0, 1.5], "target_tokens": [10, 10]})
     meta = {f"loss_{w}_{s}": 1.0 for w in ("before", "after") for s in ("train", "heldout")}
     assert _labelled(figures.tuning_loss_plot(history, meta))

@@ -294,11 +294,18 @@ def expert_grid_plot(grid: pd.DataFrame, alpha: float = 0.05) -> Figure:
     axes[0].set(ylabel="different-family − same-genus distance", title="Genus effect")
     axes[1].plot(n, grid["p_value"], marker="o", color="C3")
     axes[1].axhline(alpha, color="0.5", ls="--", lw=1, label=f"α = {alpha:g}")
-    axes[1].set_yscale("log")
-    low, high = min(float(grid["p_value"].min()), alpha) / 1.5, min(1.0, max(float(grid["p_value"].max()), alpha) * 1.5)
-    ticks = [v for v in (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0) if low <= v <= high]
-    axes[1].set_yticks(ticks, [f"{v:g}" for v in ticks])  # plain numbers: a log axis with one "10^-2" reads as none
-    axes[1].set(ylabel="permutation p-value", title="Genus test", ylim=(low, high))
+    tested = grid["p_value"].dropna()
+    if tested.empty:  # no same-genus pair among these languages: no test at any granularity
+        axes[1].text(0.5, 0.5, "no genus test with these languages", ha="center", va="center",
+                     transform=axes[1].transAxes, color="0.3")
+    else:
+        axes[1].set_yscale("log")
+        low, high = min(float(tested.min()), alpha) / 1.5, min(1.0, max(float(tested.max()), alpha) * 1.5)
+        ticks = [v for v in (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+                 if low <= v <= high]
+        axes[1].set_yticks(ticks, [f"{v:g}" for v in ticks])  # plain numbers: one "10^-2" on a log axis reads as none
+        axes[1].set_ylim(low, high)
+    axes[1].set(ylabel="permutation p-value", title="Genus test")
     axes[1].legend(frameon=False)
     axes[2].plot(n, grid["spearman_vs_reference"], marker="o", color="C2")
     axes[2].set(ylabel="Spearman ρ of pair distances", title="Agreement with the reference split", ylim=(None, 1.02))

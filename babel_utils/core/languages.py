@@ -21,8 +21,8 @@ and each other one gets a code that says which:
   `zh-beijing`, `sw-chimwiini`, `ur-2` ("Urdu (2)"), `es-resolution`;
 - else the code plus the suffix of the UDHR file name, or the file name where that is a code of its
   own: `ml-chillus`, `ve-2`, `hus-hva` (Huastec of San Luís Potosí), `qu-qud`.
-The default is fixed where it matters (`DEFAULT_DECLARATIONS` in scripts/language_rules.py: the paper's `pt` = Portugal, `zh` =
-Simplified, `ar` = Standard; `de` = the 1996 spelling MGSM uses; an official script for the languages
+The default is fixed where it matters (`DEFAULT_DECLARATIONS` in scripts/language_rules.py: the paper's `pt` =
+Portugal, `zh` = Simplified, `ar` = Standard; `de` = the 1996 spelling MGSM uses; an official script for the languages
 written in two), else the declaration whose BCP 47 tag is the bare code, preferring the UDHR file named
 by the ISO code itself and a name without a parenthesis. Every row also answers to its aliases, case
 blind: its BCP 47 tag (`pt-PT`), its UDHR file name (`por_PT`) and, for the default, its ISO 639-3 code

@@ -25,8 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--jobs", type=int, default=1,
                      help="notebooks run side by side once what they read is done (default 1)")
     run.add_argument("--publish", action="store_true",
-                     help="also write the executed notebooks over notebooks/ and their figures over figures/<run name>/ "
-                          "(refreshes the committed ones; without it a run writes only under runs/)")
+                     help="also write the executed notebooks over notebooks/ and their figures over "
+                          "figures/<run name>/ (refreshes the committed ones; without it a run writes only "
+                          "under runs/)")
     sweep = sub.add_parser("sweep", help="run several configs (models x language sets), then build the report")
     sweep.add_argument("configs", nargs="+", help="YAML configs")
     sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

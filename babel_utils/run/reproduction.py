@@ -29,8 +29,8 @@ from ..prune import methods
 REFERENCE_DIR = NOTEBOOKS_DIR / "reference"
 
 # Tolerances, each sized from the spread measured between real CPUs (docs/reproducibility.md, "What is reproduced
-# exactly, and what within a tolerance"). Counts: 1 or 2 threads give identical counts; the generic kernel set instead of
-# the native one changes 6 of 41,472 counts, each by 1 (at most 2 cells of a language); an Intel CPU with AMX
+# exactly, and what within a tolerance"). Counts: 1 or 2 threads give identical counts; the generic kernel set
+# instead of the native one changes 6 of 41,472 counts, each by 1 (at most 2 cells of a language); an Intel CPU with AMX
 # against the AMD reference machine changed 6 counts by 1 (at most 2 cells of a language). The count
 # tolerances allow twice the largest difference in four times the most cells; derived quantities are allowed
 # what such count changes can move.
